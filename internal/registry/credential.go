@@ -1,0 +1,64 @@
+package registry
+
+import "time"
+
+// CredentialType names a kind of device credential, spelled as ThingsBoard does.
+type CredentialType string
+
+// Credential types.
+const (
+	CredentialAccessToken CredentialType = "ACCESS_TOKEN"
+	CredentialMQTTBasic   CredentialType = "MQTT_BASIC"
+	CredentialX509        CredentialType = "X509_CERTIFICATE"
+)
+
+// Valid reports whether t is a known type.
+func (t CredentialType) Valid() bool {
+	return t == CredentialAccessToken || t == CredentialMQTTBasic || t == CredentialX509
+}
+
+// CredentialStatus is active or revoked; revoked credentials stay for the audit trail.
+type CredentialStatus string
+
+// Credential statuses.
+const (
+	CredentialActive  CredentialStatus = "active"
+	CredentialRevoked CredentialStatus = "revoked"
+)
+
+// Credential is one way a device proves itself to the hub.
+//
+// LookupKey is what the hub searches by at CONNECT; it is unique among
+// active credentials of the same type:
+//   - ACCESS_TOKEN: secret.LookupHash(token), the token itself is never stored;
+//   - MQTT_BASIC: MQTTBasicLookupKey(clientID, username);
+//   - X509_CERTIFICATE: the lowercase hex SHA-256 fingerprint of the DER certificate.
+type Credential struct {
+	ID       string         `json:"id"`
+	OrgID    string         `json:"orgId"`
+	DeviceID string         `json:"deviceId"`
+	Type     CredentialType `json:"credentialsType"`
+	// LookupKey: see the type's doc. Not secret for MQTT_BASIC and X.509,
+	// a hash for tokens; never returned by the API for tokens.
+	LookupKey string `json:"-"`
+	// ClientID and Username are set for MQTT_BASIC.
+	ClientID string `json:"clientId,omitempty"`
+	Username string `json:"userName,omitempty"`
+	// SecretHash is secret.Hash of the MQTT_BASIC password; empty when the
+	// credential has no password.
+	SecretHash string `json:"-"`
+	// CertificatePEM is the device's certificate when it gave one.
+	CertificatePEM string `json:"certificatePem,omitempty"`
+	// Fingerprint is the X.509 SHA-256 fingerprint (hex), for display.
+	Fingerprint string           `json:"fingerprint,omitempty"`
+	Status      CredentialStatus `json:"status"`
+	CreatedAt   time.Time        `json:"createdAt"`
+	RevokedAt   *time.Time       `json:"revokedAt,omitempty"`
+}
+
+// MQTTBasicLookupKey is the LookupKey of an MQTT_BASIC credential. Either
+// part may be empty (ThingsBoard authenticates by client id alone, by user
+// name and password alone, or by all three).
+func MQTTBasicLookupKey(clientID, username string) string {
+	return "c=" + clientID + "\x00u=" + username
+}

@@ -1,0 +1,98 @@
+package registry
+
+import (
+	"context"
+	"sync"
+)
+
+// ChangeKind names a change that live sessions must react to.
+type ChangeKind string
+
+// Changes that end sessions.
+const (
+	// ChangeCredentialsRevoked: the credentials in Change.CredentialIDs no
+	// longer authenticate.
+	ChangeCredentialsRevoked ChangeKind = "credentials-revoked"
+	// ChangeDeviceDisabled: no credential of the device authenticates.
+	ChangeDeviceDisabled ChangeKind = "device-disabled"
+	// ChangeDeviceDeleted: the device and its credentials are gone.
+	ChangeDeviceDeleted ChangeKind = "device-deleted"
+)
+
+// Change is published after a write that invalidates device sessions.
+type Change struct {
+	Kind          ChangeKind
+	OrgID         string
+	DeviceID      string
+	CredentialIDs []string
+}
+
+// Changes fans out Change notifications to subscribers in-process (the hub
+// subscribes to disconnect sessions). Cross-node delivery comes later over NATS.
+type Changes struct {
+	mu   sync.RWMutex
+	subs []func(Change)
+}
+
+// Subscribe registers fn; fn must not block for long.
+func (c *Changes) Subscribe(fn func(Change)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.subs = append(c.subs, fn)
+}
+
+// Publish calls every subscriber.
+func (c *Changes) Publish(ch Change) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, fn := range c.subs {
+		fn(ch)
+	}
+}
+
+// NotifyingStore wraps a Store and publishes a Change after every successful
+// write that must end live sessions, so no caller can forget to.
+type NotifyingStore struct {
+	Store
+	Changes *Changes
+}
+
+// SetDeviceStatus publishes ChangeDeviceDisabled when a device is disabled.
+func (s NotifyingStore) SetDeviceStatus(ctx context.Context, orgID, id string, status DeviceStatus) (*Device, error) {
+	d, err := s.Store.SetDeviceStatus(ctx, orgID, id, status)
+	if err == nil && status == DeviceDisabled {
+		s.Changes.Publish(Change{Kind: ChangeDeviceDisabled, OrgID: orgID, DeviceID: id})
+	}
+	return d, err
+}
+
+// DeleteDevice publishes ChangeDeviceDeleted.
+func (s NotifyingStore) DeleteDevice(ctx context.Context, orgID, id string) error {
+	err := s.Store.DeleteDevice(ctx, orgID, id)
+	if err == nil {
+		s.Changes.Publish(Change{Kind: ChangeDeviceDeleted, OrgID: orgID, DeviceID: id})
+	}
+	return err
+}
+
+// RevokeCredential publishes ChangeCredentialsRevoked.
+func (s NotifyingStore) RevokeCredential(ctx context.Context, orgID, id string) (*Credential, error) {
+	c, err := s.Store.RevokeCredential(ctx, orgID, id)
+	if err == nil {
+		s.Changes.Publish(Change{Kind: ChangeCredentialsRevoked, OrgID: orgID, DeviceID: c.DeviceID, CredentialIDs: []string{c.ID}})
+	}
+	return c, err
+}
+
+// CommitProvision publishes ChangeCredentialsRevoked for rotated credentials.
+func (s NotifyingStore) CommitProvision(ctx context.Context, c *ProvisionCommit) error {
+	err := s.Store.CommitProvision(ctx, c)
+	if err == nil && len(c.Revoked) > 0 {
+		ids := make([]string, len(c.Revoked))
+		for i, r := range c.Revoked {
+			ids[i] = r.ID
+		}
+		s.Changes.Publish(Change{Kind: ChangeCredentialsRevoked, OrgID: c.Device.OrgID, DeviceID: c.Device.ID, CredentialIDs: ids})
+	}
+	return err
+}

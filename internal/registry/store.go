@@ -1,0 +1,114 @@
+package registry
+
+import (
+	"context"
+	"time"
+)
+
+// Store is the persistence boundary. Every implementation (SQLite embedded,
+// PostgreSQL) passes the conformance suite in internal/registry/storetest.
+//
+// Rules common to all methods:
+//   - records are scoped to an organisation: a record of another organisation
+//     is ErrNotFound;
+//   - uniqueness violations return a *ConflictError (errors.Is ErrConflict);
+//   - invalid records return an error wrapping ErrInvalid, and nothing is written;
+//   - a method that returns nil has made its write durable.
+type Store interface {
+	// Profiles.
+
+	// CreateProfile inserts p; ID, CreatedAt and UpdatedAt are set by the
+	// store when empty. Name is unique per organisation, ProvisionKey globally.
+	CreateProfile(ctx context.Context, p *Profile) error
+	GetProfile(ctx context.Context, orgID, id string) (*Profile, error)
+	// GetProfileByProvisionKey finds a profile in any organisation.
+	GetProfileByProvisionKey(ctx context.Context, key string) (*Profile, error)
+	// ListProfiles returns profiles ordered by name; next is the cursor of
+	// the following page, empty on the last page.
+	ListProfiles(ctx context.Context, orgID string, opts ListOptions) (profiles []Profile, next string, err error)
+	// UpdateProfile replaces every mutable field of the profile with p's.
+	UpdateProfile(ctx context.Context, p *Profile) error
+	// DeleteProfile fails with a *ConflictError while devices still use it.
+	DeleteProfile(ctx context.Context, orgID, id string) error
+
+	// Devices.
+
+	// CreateDevices inserts devices with their credentials in one
+	// transaction: all or nothing. IDs and timestamps are set when empty.
+	CreateDevices(ctx context.Context, devices []NewDevice) error
+	GetDevice(ctx context.Context, orgID, id string) (*Device, error)
+	GetDeviceByName(ctx context.Context, orgID, name string) (*Device, error)
+	// ListDevices returns devices ordered by name.
+	ListDevices(ctx context.Context, orgID string, f DeviceFilter) (devices []Device, next string, err error)
+	// SetDeviceStatus enables or disables a device and returns it updated.
+	SetDeviceStatus(ctx context.Context, orgID, id string, status DeviceStatus) (*Device, error)
+	// DeleteDevice removes the device and its credentials.
+	DeleteDevice(ctx context.Context, orgID, id string) error
+
+	// Credentials.
+
+	// ListCredentials returns every credential of a device, active and
+	// revoked, newest first.
+	ListCredentials(ctx context.Context, orgID, deviceID string) ([]Credential, error)
+	// FindActiveCredential finds the active credential of type t with the
+	// given lookup key, and its device.
+	FindActiveCredential(ctx context.Context, t CredentialType, lookupKey string) (*Credential, *Device, error)
+	// RevokeCredential marks one credential revoked; revoking a revoked one is a no-op.
+	RevokeCredential(ctx context.Context, orgID, id string) (*Credential, error)
+
+	// Provisioning.
+
+	// CommitProvision applies one provisioning decision atomically and
+	// durably: see ProvisionCommit. Implementations may group concurrent
+	// commits into one transaction, but each commit succeeds or fails on its own.
+	CommitProvision(ctx context.Context, c *ProvisionCommit) error
+
+	// Audit.
+
+	// AppendAudit records events; Seq is assigned by the store.
+	AppendAudit(ctx context.Context, events ...AuditEvent) error
+	// ListAudit returns events newest first.
+	ListAudit(ctx context.Context, orgID string, f AuditFilter) ([]AuditEvent, error)
+
+	// API keys.
+
+	CreateAPIKey(ctx context.Context, k *APIKey) error
+	// GetAPIKeyByHash finds a key in any organisation.
+	GetAPIKeyByHash(ctx context.Context, hash string) (*APIKey, error)
+	ListAPIKeys(ctx context.Context, orgID string) ([]APIKey, error)
+	DeleteAPIKey(ctx context.Context, orgID, id string) error
+
+	// Ping checks the store is reachable (for /healthz).
+	Ping(ctx context.Context) error
+	// Close releases the store; pending group commits are finished first.
+	Close() error
+}
+
+// ProvisionCommit is the single write of a provisioning decision: the
+// device (created or updated), the credentials issued, those revoked, and
+// the audit event — all in one transaction.
+type ProvisionCommit struct {
+	// Device to create (Create) or update. On success the store writes back
+	// ID, Version, CreatedAt, UpdatedAt.
+	Device *Device
+	// Create inserts Device; a taken name fails with ConflictError{What: "device"}.
+	Create bool
+	// ExpectVersion, for an update, must equal the stored version or the
+	// commit fails with ConflictError{What: "device"} (someone else wrote
+	// the device since it was read). The store then increments the version.
+	ExpectVersion int64
+	// RevokeActive revokes every credential of the device that is active
+	// before this commit (rotation). Their IDs are written to Revoked.
+	RevokeActive bool
+	// Credentials are inserted for the device (their DeviceID and OrgID are
+	// filled in). A lookup key already used by another active credential
+	// fails with ConflictError{What: "credential"}.
+	Credentials []Credential
+	// Audit is recorded in the same transaction (its DeviceID filled in).
+	Audit AuditEvent
+
+	// Revoked is set by the store: the credentials revoked by RevokeActive.
+	Revoked []Credential
+	// At is the commit time, set by the store when zero.
+	At time.Time
+}
