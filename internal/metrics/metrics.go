@@ -1,0 +1,63 @@
+// Package metrics holds zerotouch's Prometheus collectors, registered on a
+// registry of its own (not the global default) and served at /metrics.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics is the set of collectors. A nil *Metrics records nothing, so
+// packages can be used without metrics in tests.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	provisionAttempts *prometheus.CounterVec
+	provisionLatency  *prometheus.HistogramVec
+}
+
+// New creates and registers the collectors, plus the Go runtime and process ones.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		provisionAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "zerotouch_provision_attempts_total",
+			Help: "Provisioning requests by dialect and result (success or the refusal reason).",
+		}, []string{"dialect", "result"}),
+		provisionLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "zerotouch_provision_duration_seconds",
+			Help:    "Time from a provisioning request's arrival to its durable answer, by dialect.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"dialect"}),
+	}
+	m.Registry.MustRegister(m.provisionAttempts, m.provisionLatency,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// ObserveProvision records one provisioning attempt.
+func (m *Metrics) ObserveProvision(dialect, result string, took time.Duration) {
+	if m == nil {
+		return
+	}
+	m.provisionAttempts.WithLabelValues(dialect, result).Inc()
+	m.provisionLatency.WithLabelValues(dialect).Observe(took.Seconds())
+}
+
+// GaugeFunc registers a gauge whose value is read from fn at scrape time
+// (e.g. connected devices, from the hub).
+func (m *Metrics) GaugeFunc(name, help string, fn func() float64) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, fn))
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}

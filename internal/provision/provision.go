@@ -1,0 +1,258 @@
+// Package provision is zerotouch's protocol-neutral provisioning pipeline:
+//
+//	attest → decide → issue → commit → audit
+//
+// Dialects (ThingsBoard, later Azure DPS and AWS) decode their wire format
+// into a Request, call Service.Provision, and encode the Result or the
+// refusal (*Error) in their own terms. The answer must only be sent after
+// Provision returns: by then the decision is durable.
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/zerotouch/zerotouch/internal/metrics"
+	"github.com/zerotouch/zerotouch/internal/registry"
+	"github.com/zerotouch/zerotouch/internal/secret"
+)
+
+// Request is a device's provisioning request, whatever carried it.
+type Request struct {
+	// Dialect that carried the request, for audit and metrics ("thingsboard").
+	Dialect string
+	// Source identifies the sender for rate limiting and audit: an IP address.
+	Source string
+	// ProvisionKey and ProvisionSecret identify and authenticate the profile.
+	ProvisionKey, ProvisionSecret string
+	// DeviceName may be empty for the allow-create strategy: a random name is
+	// then generated (as ThingsBoard does).
+	DeviceName string
+	// Credentials the device brings; zero value asks for server-generated ones.
+	Credentials CredentialsRequest
+}
+
+// Result is a successful provisioning.
+type Result struct {
+	Device      registry.Device
+	Credentials IssuedCredentials
+	// Reprovisioned is true when the device had been provisioned before and
+	// its credentials were rotated.
+	Reprovisioned bool
+}
+
+// Options configure a Service.
+type Options struct {
+	Store   registry.Store
+	Logger  *slog.Logger
+	Metrics *metrics.Metrics // may be nil
+	// Limiter slows down failing sources; nil uses NewFailureLimiter().
+	Limiter *FailureLimiter
+	// Now is the clock; nil uses time.Now.
+	Now func() time.Time
+}
+
+// Service runs the pipeline.
+type Service struct {
+	store   registry.Store
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	limiter *FailureLimiter
+	now     func() time.Time
+	// dummyHash is verified against when the key is unknown, so that the
+	// answer takes as long as for a known key with a wrong secret.
+	dummyHash string
+}
+
+// New returns a Service.
+func New(o Options) *Service {
+	s := &Service{store: o.Store, log: o.Logger, metrics: o.Metrics, limiter: o.Limiter, now: o.Now}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.limiter == nil {
+		s.limiter = NewFailureLimiter()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.dummyHash = secret.Hash(secret.Generate(secret.TokenLength))
+	return s
+}
+
+// generatedNameLength is ThingsBoard's length for names it makes up.
+const generatedNameLength = 20
+
+// maxAttempts bounds retries when a concurrent request wrote the same device.
+const maxAttempts = 4
+
+// Provision runs the pipeline for one request. It returns a *Error for every
+// refusal; the refusal has been audited when Provision returns.
+func (s *Service) Provision(ctx context.Context, req Request) (*Result, error) {
+	start := s.now()
+	if d := s.limiter.Delay(req.Source, start); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, &Error{Reason: ReasonInternal, Msg: "request abandoned", Err: ctx.Err()}
+		case <-t.C:
+		}
+	}
+	var (
+		res     *Result
+		profile *registry.Profile
+		err     error
+	)
+	profile, err = s.attest(ctx, req)
+	if err == nil {
+		for attempt := 1; ; attempt++ {
+			res, err = s.decideAndCommit(ctx, profile, req)
+			var ce *registry.ConflictError
+			if err == nil || !errors.As(err, &ce) || ce.What != "device" || attempt == maxAttempts {
+				break
+			}
+			// Someone wrote the same device between our read and our commit:
+			// decide again on what is there now.
+		}
+	}
+	result := "success"
+	if err != nil {
+		var ce *registry.ConflictError
+		if errors.As(err, &ce) && ce.What == "credential" {
+			err = &Error{Reason: ReasonCredentialsTaken, Msg: "these credentials are already used by another device", Err: err}
+		}
+		var pe *Error
+		if !errors.As(err, &pe) {
+			s.log.ErrorContext(ctx, "provisioning failed", "dialect", req.Dialect, "source", req.Source, "error", err)
+			err = &Error{Reason: ReasonInternal, Msg: "the server could not complete the request", Err: err}
+			pe = err.(*Error)
+		}
+		result = string(pe.Reason)
+		if pe.Reason == ReasonBadKeyOrSecret {
+			s.limiter.Fail(req.Source, s.now())
+		}
+		s.auditFailure(ctx, req, profile, pe)
+	}
+	s.metrics.ObserveProvision(req.Dialect, result, s.now().Sub(start))
+	return res, err
+}
+
+// attest finds the profile by its key and checks the secret in constant time.
+func (s *Service) attest(ctx context.Context, req Request) (*registry.Profile, error) {
+	if req.ProvisionKey == "" || req.ProvisionSecret == "" {
+		return nil, refuse(ReasonBadKeyOrSecret, "provision key and secret are required")
+	}
+	p, err := s.store.GetProfileByProvisionKey(ctx, req.ProvisionKey)
+	if errors.Is(err, registry.ErrNotFound) {
+		secret.Verify(req.ProvisionSecret, s.dummyHash)
+		return nil, refuse(ReasonBadKeyOrSecret, "unknown provision key or wrong secret")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !secret.Verify(req.ProvisionSecret, p.ProvisionSecretHash) {
+		return p, refuse(ReasonBadKeyOrSecret, "unknown provision key or wrong secret")
+	}
+	if p.Strategy == registry.StrategyDisabled {
+		return p, refuse(ReasonProvisioningDisabled, "provisioning is disabled for this profile")
+	}
+	return p, nil
+}
+
+// decideAndCommit applies the profile's strategy and reprovisioning policy
+// to the device as it is now, issues the credentials and commits.
+func (s *Service) decideAndCommit(ctx context.Context, p *registry.Profile, req Request) (*Result, error) {
+	name := strings.TrimSpace(req.DeviceName)
+	if name == "" && p.Strategy == registry.StrategyAllowCreate {
+		name = secret.Generate(generatedNameLength)
+	}
+	if err := registry.ValidateName("device", name); err != nil {
+		return nil, refuse(ReasonBadRequest, "%s", strings.TrimPrefix(err.Error(), registry.ErrInvalid.Error()+": "))
+	}
+	dev, err := s.store.GetDeviceByName(ctx, p.OrgID, name)
+	if err != nil && !errors.Is(err, registry.ErrNotFound) {
+		return nil, err
+	}
+	if dev != nil && dev.ProfileID != p.ID {
+		// Another profile's device: neither strategy may touch it.
+		if p.Strategy == registry.StrategyPreProvisioned {
+			return nil, refuse(ReasonNotPreProvisioned, "no pre-provisioned device named %q in this profile", name)
+		}
+		return nil, refuse(ReasonAlreadyProvisioned, "device name %q is already taken", name)
+	}
+	now := s.now().UTC()
+	c := &registry.ProvisionCommit{At: now}
+	switch {
+	case dev == nil && p.Strategy == registry.StrategyPreProvisioned:
+		return nil, refuse(ReasonNotPreProvisioned, "no pre-provisioned device named %q in this profile", name)
+	case dev == nil:
+		dev = &registry.Device{ID: uuid.NewString(), OrgID: p.OrgID, ProfileID: p.ID, Name: name, Status: registry.DeviceEnabled}
+		c.Create = true
+	case dev.Status != registry.DeviceEnabled:
+		return nil, refuse(ReasonDeviceDisabled, "device %q is disabled", name)
+	case dev.ProvisionedAt != nil && p.ReprovisionPolicy == registry.ReprovisionNever:
+		return nil, refuse(ReasonAlreadyProvisioned, "device %q is already provisioned", name)
+	default:
+		// A pre-provisioned device calling home for the first time, or a
+		// reprovisioning under the rotate policy: whatever credentials the
+		// device had are replaced, so they never pile up.
+		c.ExpectVersion = dev.Version
+		c.RevokeActive = true
+	}
+	cred, issued, err := BuildCredential(req.Credentials, p.DefaultCredentialType, now)
+	if err != nil {
+		return nil, &Error{Reason: ReasonBadCredentials, Msg: strings.TrimPrefix(err.Error(), ErrBadCredentials.Error()+": ")}
+	}
+	reprovisioned := dev.ProvisionedAt != nil
+	dev.ProvisionedAt = &now
+	c.Device = dev
+	c.Credentials = []registry.Credential{cred}
+	c.Audit = registry.AuditEvent{
+		OrgID: p.OrgID, Time: now, Actor: "device", Action: "provision", Result: "success",
+		ProfileID: p.ID, Source: req.Source, Dialect: req.Dialect,
+		Detail: fmt.Sprintf("device %q provisioned with %s credentials", name, cred.Type),
+	}
+	if reprovisioned {
+		c.Audit.Detail = fmt.Sprintf("device %q reprovisioned: new %s credentials, previous ones revoked", name, cred.Type)
+	}
+	if err := s.store.CommitProvision(ctx, c); err != nil {
+		return nil, err
+	}
+	return &Result{Device: *c.Device, Credentials: issued, Reprovisioned: reprovisioned}, nil
+}
+
+// auditFailure records a refusal. A failure to write the audit event is
+// logged, not returned: the device's answer does not depend on it.
+func (s *Service) auditFailure(ctx context.Context, req Request, p *registry.Profile, e *Error) {
+	ev := registry.AuditEvent{
+		OrgID: registry.DefaultOrgID, Time: s.now().UTC(), Actor: "device", Action: "provision",
+		Result: string(e.Reason), Source: req.Source, Dialect: req.Dialect,
+		Detail: e.Msg,
+	}
+	if p != nil {
+		ev.OrgID, ev.ProfileID = p.OrgID, p.ID
+	}
+	if req.DeviceName != "" && e.Reason != ReasonBadRequest {
+		ev.Detail = fmt.Sprintf("device %q: %s", req.DeviceName, e.Msg)
+	}
+	s.log.InfoContext(ctx, "provisioning refused", "dialect", req.Dialect, "source", req.Source, "reason", e.Reason, "detail", ev.Detail)
+	if err := s.store.AppendAudit(context.WithoutCancel(ctx), ev); err != nil {
+		s.log.ErrorContext(ctx, "audit event lost", "error", err)
+	}
+}
+
+// Refuse records a request that a dialect refused before it reached the
+// pipeline (malformed JSON, unknown fields, oversized payload): it is
+// audited and counted like any other refusal. It returns the *Error to encode.
+func (s *Service) Refuse(ctx context.Context, req Request, reason Reason, msg string) *Error {
+	e := refuse(reason, "%s", msg)
+	s.auditFailure(ctx, req, nil, e)
+	s.metrics.ObserveProvision(req.Dialect, string(reason), 0)
+	return e
+}
