@@ -58,7 +58,9 @@ type Credential struct {
 
 // MQTTBasicLookupKey is the LookupKey of an MQTT_BASIC credential. Either
 // part may be empty (ThingsBoard authenticates by client id alone, by user
-// name and password alone, or by all three).
+// name and password alone, or by all three). The separator is a newline,
+// which credential validation refuses inside either part, and which unlike
+// NUL every database can store.
 func MQTTBasicLookupKey(clientID, username string) string {
-	return "c=" + clientID + "\x00u=" + username
+	return "c=" + clientID + "\nu=" + username
 }

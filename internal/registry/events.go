@@ -41,11 +41,13 @@ func (c *Changes) Subscribe(fn func(Change)) {
 	c.subs = append(c.subs, fn)
 }
 
-// Publish calls every subscriber.
+// Publish calls every subscriber, outside the lock so that a subscriber
+// may itself subscribe.
 func (c *Changes) Publish(ch Change) {
 	c.mu.RLock()
-	defer c.mu.RUnlock()
-	for _, fn := range c.subs {
+	subs := c.subs[:len(c.subs):len(c.subs)]
+	c.mu.RUnlock()
+	for _, fn := range subs {
 		fn(ch)
 	}
 }

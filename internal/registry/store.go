@@ -13,7 +13,16 @@ import (
 //     is ErrNotFound;
 //   - uniqueness violations return a *ConflictError (errors.Is ErrConflict);
 //   - invalid records return an error wrapping ErrInvalid, and nothing is written;
-//   - a method that returns nil has made its write durable.
+//   - a method that returns nil has made its write durable;
+//   - writing a record of an unknown organisation is ErrInvalid;
+//   - names sort byte-wise (PostgreSQL: COLLATE "C"); Next is empty on the
+//     last page; a malformed cursor is ErrInvalid;
+//   - times come back in UTC with at least millisecond precision; attribute
+//     numbers come back as float64;
+//   - a failed write changes nothing, neither in the store nor in the
+//     caller's structs.
+//
+// internal/registry/storetest is the executable form of these rules.
 type Store interface {
 	// Profiles.
 
