@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -38,8 +39,13 @@ func main() {
 	}
 	fmt.Fprintln(os.Stderr, "zerotouch:", err)
 	var ee *exitError
-	if errors.As(err, &ee) {
+	switch {
+	case errors.As(err, &ee):
 		os.Exit(ee.code)
+	case strings.HasPrefix(err.Error(), "unknown command"):
+		// cobra's own check of the root's arguments, which it reports as a
+		// plain error.
+		os.Exit(exitUsage)
 	}
 	os.Exit(exitFailure)
 }
@@ -58,7 +64,11 @@ func newRootCmd() *cobra.Command {
 	client.register(root)
 	root.AddCommand(
 		newServeCmd(),
+		newProfileCmd(client),
+		newDeviceCmd(client),
+		newCredentialCmd(client),
+		newAuditCmd(client),
+		newAPIKeyCmd(client),
 	)
-	_ = client
 	return root
 }

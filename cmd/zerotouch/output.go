@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/spf13/cobra"
+
+	"github.com/zerotouch/zerotouch/internal/apiclient"
+)
+
+// Output formats of -o/--output.
+const (
+	outputTable = "table"
+	outputJSON  = "json"
+)
+
+// usageError makes err exit with exitUsage.
+func usageError(cmd *cobra.Command, err error) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())}
+}
+
+// exactArgs is cobra.ExactArgs with a usage exit code.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := cobra.ExactArgs(n)(cmd, args); err != nil {
+			return usageError(cmd, err)
+		}
+		return nil
+	}
+}
+
+// newGroupCmd returns a command that only holds subcommands: alone it
+// prints its help; with an unknown subcommand it is a usage error.
+func newGroupCmd(use, short string, subs ...*cobra.Command) *cobra.Command {
+	c := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError(cmd, fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath()))
+			}
+			return cmd.Help()
+		},
+	}
+	c.AddCommand(subs...)
+	return c
+}
+
+// call is the body of a command that talks to the API.
+type call func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error
+
+// run checks the persistent flags, builds the client and runs fn, turning
+// a connection failure into advice.
+func (o *clientOptions) run(fn call) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if o.output != outputTable && o.output != outputJSON {
+			return usageError(cmd, fmt.Errorf("unknown output format %q (want table or json)", o.output))
+		}
+		if o.apiKey == "" {
+			return usageError(cmd, errors.New("no API key: set --api-key or ZEROTOUCH_API_KEY"))
+		}
+		c, err := apiclient.New(o.server, o.apiKey)
+		if err != nil {
+			return usageError(cmd, err)
+		}
+		err = fn(cmd.Context(), cmd, args, c)
+		if errors.Is(err, apiclient.ErrUnreachable) {
+			return fmt.Errorf("cannot reach the server (is `zerotouch serve` running at %s?): %w", c.BaseURL(), err)
+		}
+		return err
+	}
+}
+
+// print writes v to stdout as JSON with -o json, otherwise as the table
+// that table writes (columns separated by tabs, lines ended by \n).
+func (o *clientOptions) print(cmd *cobra.Command, v any, table func(w io.Writer)) error {
+	out := cmd.OutOrStdout()
+	if o.output == outputJSON {
+		b, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encoding output: %w", err)
+		}
+		_, err = fmt.Fprintf(out, "%s\n", b)
+		return err
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	table(tw)
+	return tw.Flush()
+}
+
+// row writes one table line.
+func row(w io.Writer, cells ...string) {
+	for i, c := range cells {
+		// A tab or newline in a value would break the columns.
+		cells[i] = strings.NewReplacer("\t", " ", "\n", " ", "\r", " ").Replace(c)
+	}
+	fmt.Fprintln(w, strings.Join(cells, "\t"))
+}
+
+// fields writes a record as NAME<tab>value lines, skipping empty values.
+func fields(w io.Writer, kv ...string) {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] != "" {
+			row(w, kv[i]+":", kv[i+1])
+		}
+	}
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.Local().Format(time.RFC3339)
+}
+
+func fmtTimePtr(t *time.Time) string {
+	if t == nil {
+		return ""
+	}
+	return fmtTime(*t)
+}
+
+// orDash keeps empty cells visible in a table.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// profileRef splits a NAME_OR_ID argument: a UUID is an id, anything else
+// a name (profile ids are UUIDs).
+func profileRef(s string) (id, name string) {
+	if _, err := uuid.Parse(s); err == nil {
+		return s, ""
+	}
+	return "", s
+}
+
+// parseSince reads --since: a duration back from now (1h, 30m) or an RFC 3339 time.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("--since %q: the duration must be positive", s)
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--since %q: want a duration such as 1h or an RFC 3339 time such as 2025-01-02T15:04:05Z", s)
+	}
+	return t, nil
+}
+
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

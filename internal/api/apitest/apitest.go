@@ -1,0 +1,52 @@
+// Package apitest starts the management API over a real socket on a real
+// SQLite store, for tests of its clients.
+package apitest
+
+import (
+	"context"
+	"log/slog"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+
+	"github.com/zerotouch/zerotouch/internal/api"
+	"github.com/zerotouch/zerotouch/internal/registry"
+	"github.com/zerotouch/zerotouch/internal/secret"
+	"github.com/zerotouch/zerotouch/internal/store/sqlite"
+)
+
+// Server is a running management API.
+type Server struct {
+	// URL is the base URL, e.g. http://127.0.0.1:12345.
+	URL   string
+	Store *sqlite.Store
+	// Keys holds one API key in clear per role (registry.RoleAdmin, ...).
+	Keys map[string]string
+}
+
+// New starts a server that stops when the test ends.
+func New(t testing.TB) *Server {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "zerotouch.db"), sqlite.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Store: st, Keys: map[string]string{}}
+	for _, role := range []string{registry.RoleAdmin, registry.RoleOperator, registry.RoleOEM, registry.RoleViewer} {
+		k := secret.Generate(secret.TokenLength)
+		if err := st.CreateAPIKey(ctx, &registry.APIKey{OrgID: registry.DefaultOrgID, Name: role, Role: role, Hash: secret.LookupHash(k)}); err != nil {
+			t.Fatal(err)
+		}
+		s.Keys[role] = k
+	}
+	srv := httptest.NewServer(api.New(api.Options{Store: st}))
+	s.URL = srv.URL
+	t.Cleanup(func() {
+		srv.Close()
+		if err := st.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}

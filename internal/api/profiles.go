@@ -1,0 +1,191 @@
+package api
+
+import (
+	"cmp"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/zerotouch/zerotouch/internal/registry"
+	"github.com/zerotouch/zerotouch/internal/secret"
+)
+
+// CreateProfileRequest is the body of POST /api/profiles.
+type CreateProfileRequest struct {
+	Name        string            `json:"name"`
+	Description string            `json:"description,omitempty"`
+	Strategy    registry.Strategy `json:"strategy"`
+	// DefaultCredentialsType defaults to ACCESS_TOKEN.
+	DefaultCredentialsType registry.CredentialType `json:"defaultCredentialsType,omitempty"`
+	// ReprovisionPolicy defaults to never.
+	ReprovisionPolicy registry.ReprovisionPolicy `json:"reprovisionPolicy,omitempty"`
+	// ProvisionDeviceKey and ProvisionDeviceSecret are generated when empty;
+	// an operator sets them to match devices already flashed with them.
+	ProvisionDeviceKey    string `json:"provisionDeviceKey,omitempty"`
+	ProvisionDeviceSecret string `json:"provisionDeviceSecret,omitempty"`
+}
+
+// UpdateProfileRequest is the body of PATCH /api/profiles/{id}: absent
+// fields are left unchanged.
+type UpdateProfileRequest struct {
+	Name                   *string                     `json:"name,omitempty"`
+	Description            *string                     `json:"description,omitempty"`
+	Strategy               *registry.Strategy          `json:"strategy,omitempty"`
+	DefaultCredentialsType *registry.CredentialType    `json:"defaultCredentialsType,omitempty"`
+	ReprovisionPolicy      *registry.ReprovisionPolicy `json:"reprovisionPolicy,omitempty"`
+	ProvisionDeviceKey     *string                     `json:"provisionDeviceKey,omitempty"`
+	// ProvisionDeviceSecret sets a chosen secret (it is not echoed back);
+	// POST /api/profiles/{id}/rotate-secret generates one instead.
+	ProvisionDeviceSecret *string `json:"provisionDeviceSecret,omitempty"`
+}
+
+// ProfileWithSecret is a profile with its provision secret in clear: the
+// answer to creating a profile or rotating its secret, the only times the
+// secret is shown.
+type ProfileWithSecret struct {
+	registry.Profile
+	ProvisionDeviceSecret string `json:"provisionDeviceSecret"`
+}
+
+// setProvisionSecret stores the hash of s (generated when empty) in p and
+// returns the secret in clear.
+func setProvisionSecret(p *registry.Profile, s string) (string, error) {
+	if s == "" {
+		s = secret.Generate(secret.TokenLength)
+	}
+	if len(s) > registry.MaxKeyLen || !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return "", invalid("provision secret must be at most %d bytes of printable UTF-8", registry.MaxKeyLen)
+	}
+	p.ProvisionSecretHash = secret.Hash(s)
+	return s, nil
+}
+
+func (s *server) createProfile(w http.ResponseWriter, r *http.Request, key *registry.APIKey) error {
+	var req CreateProfileRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	p := &registry.Profile{
+		OrgID:                 key.OrgID,
+		Name:                  req.Name,
+		Description:           req.Description,
+		Strategy:              req.Strategy,
+		DefaultCredentialType: cmp.Or(req.DefaultCredentialsType, registry.CredentialAccessToken),
+		ReprovisionPolicy:     cmp.Or(req.ReprovisionPolicy, registry.ReprovisionNever),
+		ProvisionKey:          cmp.Or(req.ProvisionDeviceKey, secret.Generate(secret.TokenLength)),
+	}
+	plain, err := setProvisionSecret(p, req.ProvisionDeviceSecret)
+	if err != nil {
+		return err
+	}
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	if err := s.store.CreateProfile(r.Context(), p); err != nil {
+		return err
+	}
+	s.audit(r, key, registry.AuditEvent{Action: "profile.create", ProfileID: p.ID, Detail: "created profile " + p.Name})
+	writeJSON(w, http.StatusCreated, ProfileWithSecret{Profile: *p, ProvisionDeviceSecret: plain})
+	return nil
+}
+
+func (s *server) listProfiles(w http.ResponseWriter, r *http.Request, key *registry.APIKey) error {
+	opts, err := listOptions(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	ps, next, err := s.store.ListProfiles(r.Context(), key.OrgID, opts)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newList(ps, next))
+	return nil
+}
+
+func (s *server) profile(r *http.Request, key *registry.APIKey) (*registry.Profile, error) {
+	id := r.PathValue("id")
+	p, err := s.store.GetProfile(r.Context(), key.OrgID, id)
+	return p, notFound("profile", id, err)
+}
+
+func (s *server) getProfile(w http.ResponseWriter, r *http.Request, key *registry.APIKey) error {
+	p, err := s.profile(r, key)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, p)
+	return nil
+}
+
+func (s *server) updateProfile(w http.ResponseWriter, r *http.Request, key *registry.APIKey) error {
+	var req UpdateProfileRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	p, err := s.profile(r, key)
+	if err != nil {
+		return err
+	}
+	var changed []string
+	set := func(name string, dst *string, v *string) {
+		if v != nil && *v != *dst {
+			*dst = *v
+			changed = append(changed, name)
+		}
+	}
+	set("name", &p.Name, req.Name)
+	set("description", &p.Description, req.Description)
+	set("strategy", (*string)(&p.Strategy), (*string)(req.Strategy))
+	set("defaultCredentialsType", (*string)(&p.DefaultCredentialType), (*string)(req.DefaultCredentialsType))
+	set("reprovisionPolicy", (*string)(&p.ReprovisionPolicy), (*string)(req.ReprovisionPolicy))
+	set("provisionDeviceKey", &p.ProvisionKey, req.ProvisionDeviceKey)
+	if req.ProvisionDeviceSecret != nil {
+		if *req.ProvisionDeviceSecret == "" {
+			return invalid("provisionDeviceSecret is empty; use rotate-secret to generate one")
+		}
+		if _, err := setProvisionSecret(p, *req.ProvisionDeviceSecret); err != nil {
+			return err
+		}
+		changed = append(changed, "provisionDeviceSecret")
+	}
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	if err := s.store.UpdateProfile(r.Context(), p); err != nil {
+		return notFound("profile", p.ID, err)
+	}
+	s.audit(r, key, registry.AuditEvent{Action: "profile.update", ProfileID: p.ID,
+		Detail: "updated profile " + p.Name + " (changed: " + cmp.Or(strings.Join(changed, ", "), "nothing") + ")"})
+	writeJSON(w, http.StatusOK, p)
+	return nil
+}
+
+func (s *server) deleteProfile(w http.ResponseWriter, r *http.Request, key *registry.APIKey) error {
+	p, err := s.profile(r, key)
+	if err != nil {
+		return err
+	}
+	if err := s.store.DeleteProfile(r.Context(), key.OrgID, p.ID); err != nil {
+		return notFound("profile", p.ID, err)
+	}
+	s.audit(r, key, registry.AuditEvent{Action: "profile.delete", ProfileID: p.ID, Detail: "deleted profile " + p.Name})
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *server) rotateProfileSecret(w http.ResponseWriter, r *http.Request, key *registry.APIKey) error {
+	p, err := s.profile(r, key)
+	if err != nil {
+		return err
+	}
+	plain, err := setProvisionSecret(p, "")
+	if err != nil {
+		return err
+	}
+	if err := s.store.UpdateProfile(r.Context(), p); err != nil {
+		return notFound("profile", p.ID, err)
+	}
+	s.audit(r, key, registry.AuditEvent{Action: "profile.rotate-secret", ProfileID: p.ID, Detail: "rotated the provision secret of profile " + p.Name})
+	writeJSON(w, http.StatusOK, ProfileWithSecret{Profile: *p, ProvisionDeviceSecret: plain})
+	return nil
+}

@@ -1,0 +1,344 @@
+// Package apiclient is a typed client of zerotouch's management API
+// (package api), used by the command line.
+package apiclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/zerotouch/zerotouch/internal/api"
+	"github.com/zerotouch/zerotouch/internal/registry"
+)
+
+// Error is an error answer of the API.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+	body    []byte // the raw answer, for routes whose errors say more
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s (HTTP %d %s)", e.Message, e.Status, e.Code)
+}
+
+// ErrUnreachable wraps failures to connect to the server at all.
+var ErrUnreachable = errors.New("server unreachable")
+
+// Timeouts of a Client.
+const (
+	// RequestTimeout bounds an ordinary call, answer included.
+	RequestTimeout = 30 * time.Second
+	dialTimeout    = 5 * time.Second
+)
+
+// Client calls one zerotouch server with one API key. It is safe for
+// concurrent use.
+type Client struct {
+	base   *url.URL
+	apiKey string
+	// http serves ordinary calls; upload has no overall timeout, since an
+	// import of a large file legitimately takes long (its context bounds it).
+	http, upload *http.Client
+}
+
+// New returns a client of the server at baseURL (e.g. http://127.0.0.1:8080).
+func New(baseURL, apiKey string) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("server URL %q: want http://host:port or https://host:port", baseURL)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	t := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: dialTimeout}).DialContext,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		MaxIdleConnsPerHost:   4,
+	}
+	return &Client{
+		base:   u,
+		apiKey: apiKey,
+		http:   &http.Client{Transport: t, Timeout: RequestTimeout},
+		upload: &http.Client{Transport: t},
+	}, nil
+}
+
+// BaseURL is the server URL the client calls.
+func (c *Client) BaseURL() string { return c.base.String() }
+
+// request describes one call.
+type request struct {
+	method, path string
+	query        url.Values
+	in           any       // encoded as JSON when set
+	body         io.Reader // sent as is when set (with contentType and size)
+	contentType  string
+	size         int64
+}
+
+// do sends the request and decodes a 2xx answer into out (when not nil);
+// other answers become *Error.
+func (c *Client) do(ctx context.Context, r request, out any) error {
+	u := *c.base
+	u.Path += r.path
+	u.RawQuery = r.query.Encode()
+	body, size, hc := r.body, r.size, c.upload
+	if r.body == nil {
+		hc = c.http
+		if r.in != nil {
+			b, err := json.Marshal(r.in)
+			if err != nil {
+				return fmt.Errorf("encoding request: %w", err)
+			}
+			body, size, r.contentType = bytes.NewReader(b), int64(len(b)), "application/json"
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, r.method, u.String(), body)
+	if err != nil {
+		return fmt.Errorf("building request: %w", err)
+	}
+	if body != nil {
+		req.ContentLength = size
+		req.Header.Set("Content-Type", r.contentType)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.apiKey)
+	req.Header.Set("Accept", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return fmt.Errorf("%w: %s: %w", ErrUnreachable, c.base, err)
+		}
+		return fmt.Errorf("%s %s: %w", r.method, r.path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		e := &Error{Status: resp.StatusCode, body: b}
+		var eb api.Error
+		if json.Unmarshal(b, &eb) == nil && eb.Code != "" {
+			e.Code, e.Message = eb.Code, eb.Message
+		} else {
+			e.Message = strings.TrimSpace(http.StatusText(resp.StatusCode) + ": " + string(bytes.TrimSpace(b[:min(len(b), 200)])))
+		}
+		return e
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body) // lets the connection be reused
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decoding answer: %w", r.method, r.path, err)
+	}
+	return nil
+}
+
+func pathOf(format string, ids ...string) string {
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = url.PathEscape(id)
+	}
+	return fmt.Sprintf(format, args...)
+}
+
+func listQuery(limit int, after string) url.Values {
+	q := url.Values{}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	if after != "" {
+		q.Set("after", after)
+	}
+	return q
+}
+
+// Profiles.
+
+// CreateProfile creates a profile; the answer carries its provision secret.
+func (c *Client) CreateProfile(ctx context.Context, in api.CreateProfileRequest) (*api.ProfileWithSecret, error) {
+	var out api.ProfileWithSecret
+	return &out, c.do(ctx, request{method: http.MethodPost, path: "/api/profiles", in: in}, &out)
+}
+
+// ListProfiles returns one page of profiles.
+func (c *Client) ListProfiles(ctx context.Context, limit int, after string) (*api.List[registry.Profile], error) {
+	var out api.List[registry.Profile]
+	return &out, c.do(ctx, request{method: http.MethodGet, path: "/api/profiles", query: listQuery(limit, after)}, &out)
+}
+
+// GetProfile returns one profile.
+func (c *Client) GetProfile(ctx context.Context, id string) (*registry.Profile, error) {
+	var out registry.Profile
+	return &out, c.do(ctx, request{method: http.MethodGet, path: pathOf("/api/profiles/%s", id)}, &out)
+}
+
+// UpdateProfile changes the fields set in in.
+func (c *Client) UpdateProfile(ctx context.Context, id string, in api.UpdateProfileRequest) (*registry.Profile, error) {
+	var out registry.Profile
+	return &out, c.do(ctx, request{method: http.MethodPatch, path: pathOf("/api/profiles/%s", id), in: in}, &out)
+}
+
+// DeleteProfile deletes a profile no device uses.
+func (c *Client) DeleteProfile(ctx context.Context, id string) error {
+	return c.do(ctx, request{method: http.MethodDelete, path: pathOf("/api/profiles/%s", id)}, nil)
+}
+
+// RotateProfileSecret replaces a profile's provision secret and returns the new one.
+func (c *Client) RotateProfileSecret(ctx context.Context, id string) (*api.ProfileWithSecret, error) {
+	var out api.ProfileWithSecret
+	return &out, c.do(ctx, request{method: http.MethodPost, path: pathOf("/api/profiles/%s/rotate-secret", id)}, &out)
+}
+
+// Devices.
+
+// DeviceFilter selects devices in ListDevices; zero fields match everything.
+type DeviceFilter struct {
+	ProfileID, ProfileName string
+	Status                 registry.DeviceStatus
+	Provisioned            *bool
+	NamePrefix             string
+	Limit                  int
+	After                  string
+}
+
+// ListDevices returns one page of devices.
+func (c *Client) ListDevices(ctx context.Context, f DeviceFilter) (*api.List[registry.Device], error) {
+	q := listQuery(f.Limit, f.After)
+	for k, v := range map[string]string{"profileId": f.ProfileID, "profileName": f.ProfileName, "status": string(f.Status), "namePrefix": f.NamePrefix} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if f.Provisioned != nil {
+		q.Set("provisioned", strconv.FormatBool(*f.Provisioned))
+	}
+	var out api.List[registry.Device]
+	return &out, c.do(ctx, request{method: http.MethodGet, path: "/api/devices", query: q}, &out)
+}
+
+// CreateDevice creates a pre-provisioned device.
+func (c *Client) CreateDevice(ctx context.Context, in api.CreateDeviceRequest) (*api.CreatedDevice, error) {
+	var out api.CreatedDevice
+	return &out, c.do(ctx, request{method: http.MethodPost, path: "/api/devices", in: in}, &out)
+}
+
+// GetDevice returns one device.
+func (c *Client) GetDevice(ctx context.Context, id string) (*registry.Device, error) {
+	var out registry.Device
+	return &out, c.do(ctx, request{method: http.MethodGet, path: pathOf("/api/devices/%s", id)}, &out)
+}
+
+// DeleteDevice deletes a device and its credentials.
+func (c *Client) DeleteDevice(ctx context.Context, id string) error {
+	return c.do(ctx, request{method: http.MethodDelete, path: pathOf("/api/devices/%s", id)}, nil)
+}
+
+// SetDeviceEnabled enables or disables a device.
+func (c *Client) SetDeviceEnabled(ctx context.Context, id string, enabled bool) (*registry.Device, error) {
+	verb := "disable"
+	if enabled {
+		verb = "enable"
+	}
+	var out registry.Device
+	return &out, c.do(ctx, request{method: http.MethodPost, path: pathOf("/api/devices/%s/", id) + verb}, &out)
+}
+
+// ListCredentials returns every credential of a device.
+func (c *Client) ListCredentials(ctx context.Context, deviceID string) ([]registry.Credential, error) {
+	var out api.List[registry.Credential]
+	err := c.do(ctx, request{method: http.MethodGet, path: pathOf("/api/devices/%s/credentials", deviceID)}, &out)
+	return out.Items, err
+}
+
+// RevokeCredential revokes one credential.
+func (c *Client) RevokeCredential(ctx context.Context, id string) (*registry.Credential, error) {
+	var out registry.Credential
+	return &out, c.do(ctx, request{method: http.MethodPost, path: pathOf("/api/credentials/%s/revoke", id)}, &out)
+}
+
+// ImportOptions are the parameters of ImportDevices.
+type ImportOptions struct {
+	// ProfileID or ProfileName names the profile of every device.
+	ProfileID, ProfileName string
+	SkipInvalid            bool
+}
+
+// ImportDevices streams a CSV file of size bytes (-1 if unknown) to the
+// server. When invalid rows refuse the import, it returns the result
+// listing them together with the *Error.
+func (c *Client) ImportDevices(ctx context.Context, csv io.Reader, size int64, o ImportOptions) (*api.ImportResult, error) {
+	q := url.Values{}
+	if o.ProfileID != "" {
+		q.Set("profileId", o.ProfileID)
+	}
+	if o.ProfileName != "" {
+		q.Set("profileName", o.ProfileName)
+	}
+	if o.SkipInvalid {
+		q.Set("skipInvalid", "true")
+	}
+	var out api.ImportResult
+	err := c.do(ctx, request{method: http.MethodPost, path: "/api/devices/import", query: q, body: csv, contentType: "text/csv", size: size}, &out)
+	var e *Error
+	if errors.As(err, &e) && e.Status == http.StatusUnprocessableEntity {
+		_ = json.Unmarshal(e.body, &out) // a plain Error leaves out empty
+	}
+	return &out, err
+}
+
+// Audit.
+
+// AuditFilter selects audit events; zero fields match everything.
+type AuditFilter struct {
+	DeviceID, Action, Result string
+	Since                    time.Time
+	// Before is the cursor: the Next of the previous page.
+	Before string
+	Limit  int
+}
+
+// ListAudit returns one page of audit events, newest first.
+func (c *Client) ListAudit(ctx context.Context, f AuditFilter) (*api.List[registry.AuditEvent], error) {
+	q := listQuery(f.Limit, "")
+	for k, v := range map[string]string{"deviceId": f.DeviceID, "action": f.Action, "result": f.Result, "before": f.Before} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if !f.Since.IsZero() {
+		q.Set("since", f.Since.UTC().Format(time.RFC3339))
+	}
+	var out api.List[registry.AuditEvent]
+	return &out, c.do(ctx, request{method: http.MethodGet, path: "/api/audit", query: q}, &out)
+}
+
+// API keys.
+
+// ListAPIKeys returns every API key (not the keys themselves).
+func (c *Client) ListAPIKeys(ctx context.Context) ([]registry.APIKey, error) {
+	var out api.List[registry.APIKey]
+	err := c.do(ctx, request{method: http.MethodGet, path: "/api/apikeys"}, &out)
+	return out.Items, err
+}
+
+// CreateAPIKey creates an API key; the answer carries the key, shown once.
+func (c *Client) CreateAPIKey(ctx context.Context, in api.CreateAPIKeyRequest) (*api.CreatedAPIKey, error) {
+	var out api.CreatedAPIKey
+	return &out, c.do(ctx, request{method: http.MethodPost, path: "/api/apikeys", in: in}, &out)
+}
+
+// DeleteAPIKey deletes an API key.
+func (c *Client) DeleteAPIKey(ctx context.Context, id string) error {
+	return c.do(ctx, request{method: http.MethodDelete, path: pathOf("/api/apikeys/%s", id)}, nil)
+}
