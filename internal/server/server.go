@@ -1,0 +1,184 @@
+// Package server assembles a running zerotouch node from its configuration:
+// the store, the provisioning pipeline, the embedded MQTT hub, the HTTP
+// listener with the management API and the device APIs, and metrics.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/zerotouch/zerotouch/internal/api"
+	"github.com/zerotouch/zerotouch/internal/config"
+	"github.com/zerotouch/zerotouch/internal/dialect/thingsboard"
+	"github.com/zerotouch/zerotouch/internal/hub"
+	"github.com/zerotouch/zerotouch/internal/metrics"
+	"github.com/zerotouch/zerotouch/internal/provision"
+	"github.com/zerotouch/zerotouch/internal/registry"
+	"github.com/zerotouch/zerotouch/internal/store/sqlite"
+)
+
+// DatabaseFile is the SQLite file's name inside the data directory.
+const DatabaseFile = "zerotouch.db"
+
+// Server is a running node.
+type Server struct {
+	log      *slog.Logger
+	store    registry.Store
+	hub      *hub.Hub
+	http     *http.Server
+	httpAddr net.Addr
+	mqttAddr net.Addr
+	httpDone chan error
+}
+
+// Start opens the store, makes sure an admin API key exists (printing a
+// generated one to banner, once), and starts every listener that is not
+// "off". It returns once all listeners accept connections.
+func Start(ctx context.Context, cfg config.Config, log *slog.Logger, banner io.Writer) (_ *Server, err error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	dbPath := filepath.Join(cfg.DataDir, DatabaseFile)
+	raw, err := sqlite.Open(ctx, dbPath, sqlite.Options{Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", dbPath, err)
+	}
+	s := &Server{log: log}
+	defer func() {
+		if err != nil {
+			s.Close(context.Background())
+		}
+	}()
+	changes := &registry.Changes{}
+	s.store = registry.NotifyingStore{Store: raw, Changes: changes}
+
+	m := metrics.New()
+	svc := provision.New(provision.Options{Store: s.store, Logger: log, Metrics: m})
+	tb := thingsboard.NewHandler(svc)
+
+	s.hub, err = hub.New(hub.Options{Store: s.store, Changes: changes, Logger: log})
+	if err != nil {
+		return s, err
+	}
+	s.hub.HandleProvisioning(hub.ProvisioningRoute{
+		Username:      thingsboard.ProvisionUsername,
+		RequestTopic:  thingsboard.RequestTopic,
+		ResponseTopic: thingsboard.ResponseTopic,
+		Handle: func(ctx context.Context, sess hub.Session, payload []byte) []byte {
+			return tb.HandleMQTT(ctx, sess.RemoteAddr, payload)
+		},
+	})
+	m.GaugeFunc("zerotouch_connected_devices", "Devices connected to this node's MQTT hub.", func() float64 { return float64(s.hub.ConnectedDevices()) })
+	if cfg.MQTT != config.Off {
+		if s.mqttAddr, err = s.hub.ListenTCP("mqtt", cfg.MQTT); err != nil {
+			return s, listenError("MQTT", "--mqtt", cfg.MQTT, err)
+		}
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("POST /api/v1/provision", tb)
+	mux.Handle("/api/", api.New(api.Options{Store: s.store, Logger: log}))
+	mux.Handle("GET /metrics", m.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.store.Ping(ctx); err != nil {
+			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	var httpLn net.Listener
+	if cfg.HTTP != config.Off {
+		if httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
+			return s, listenError("HTTP", "--http", cfg.HTTP, err)
+		}
+		s.httpAddr = httpLn.Addr()
+	}
+	// Only now that every address is bound: a start that fails on a busy
+	// port must not consume the one-time display of a generated key.
+	if err := bootstrapAdminKey(ctx, s.store, cfg.AdminKey, banner); err != nil {
+		if httpLn != nil {
+			httpLn.Close()
+		}
+		return s, err
+	}
+	if err := s.hub.Start(); err != nil {
+		return s, err
+	}
+	if httpLn != nil {
+		s.http = &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+		s.httpDone = make(chan error, 1)
+		go func() { s.httpDone <- s.http.Serve(httpLn) }()
+	}
+	log.Info("zerotouch is running", "data", cfg.DataDir, "http", addrString(s.httpAddr), "mqtt", addrString(s.mqttAddr))
+	return s, nil
+}
+
+// listenError explains a listener that could not bind, with what to do.
+func listenError(what, flag, addr string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%s listener on %s: the address is already in use (another server running?): choose another with %s ADDR, or %s off: %w", what, addr, flag, flag, err)
+	}
+	return fmt.Errorf("%s listener on %s: %w", what, addr, err)
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return config.Off
+	}
+	return a.String()
+}
+
+// HTTPAddr is the bound HTTP address, nil when off.
+func (s *Server) HTTPAddr() net.Addr { return s.httpAddr }
+
+// MQTTAddr is the bound MQTT address, nil when off.
+func (s *Server) MQTTAddr() net.Addr { return s.mqttAddr }
+
+// Store is the node's store (for tests and embedding).
+func (s *Server) Store() registry.Store { return s.store }
+
+// Wait blocks until the HTTP listener fails or ctx ends.
+func (s *Server) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-s.httpDone:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	}
+}
+
+// Close stops the listeners, lets requests in flight finish (until ctx
+// ends), then closes the store.
+func (s *Server) Close(ctx context.Context) error {
+	var errs []error
+	if s.http != nil {
+		errs = append(errs, s.http.Shutdown(ctx))
+	}
+	if s.hub != nil {
+		errs = append(errs, s.hub.Close())
+	}
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
+	}
+	return errors.Join(errs...)
+}
