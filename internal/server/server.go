@@ -62,10 +62,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, banner io.W
 	s.store = registry.NotifyingStore{Store: raw, Changes: changes}
 
 	m := metrics.New()
-	svc := provision.New(provision.Options{Store: s.store, Logger: log, Metrics: m})
+	// One limiter for every failure a source can cause (wrong provision
+	// secret, refused CONNECT), so guesses on one listener cost on the other.
+	limiter := provision.NewFailureLimiter()
+	svc := provision.New(provision.Options{Store: s.store, Logger: log, Metrics: m, Limiter: limiter})
 	tb := thingsboard.NewHandler(svc)
 
-	s.hub, err = hub.New(hub.Options{Store: s.store, Changes: changes, Logger: log})
+	s.hub, err = hub.New(hub.Options{Store: s.store, Changes: changes, Logger: log, Limiter: limiter})
 	if err != nil {
 		return s, err
 	}

@@ -1,0 +1,92 @@
+package hub
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/zerotouch/zerotouch/internal/registry"
+)
+
+// auditWindow is how long an audited refusal stays deduplicated.
+const auditWindow = time.Minute
+
+// auditDedupeMax bounds the dedupe memory.
+const auditDedupeMax = 10_000
+
+// auditDedupe remembers recently audited refusals.
+type auditDedupe struct {
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+// first reports whether key was not audited within auditWindow, and
+// remembers it.
+func (d *auditDedupe) first(key string, now time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.seen == nil {
+		d.seen = make(map[string]time.Time)
+	}
+	if t, ok := d.seen[key]; ok && now.Sub(t) < auditWindow {
+		return false
+	}
+	if len(d.seen) >= auditDedupeMax {
+		for k, t := range d.seen {
+			if now.Sub(t) >= auditWindow {
+				delete(d.seen, k)
+			}
+		}
+		if len(d.seen) >= auditDedupeMax {
+			clear(d.seen)
+		}
+	}
+	d.seen[key] = now
+	return true
+}
+
+// audit appends ev in the background; Close waits for it.
+func (h *Hub) audit(ev registry.AuditEvent) {
+	h.sessions.mu.Lock()
+	if h.sessions.closed {
+		h.sessions.mu.Unlock()
+		return
+	}
+	h.bg.Add(1)
+	h.sessions.mu.Unlock()
+	go func() {
+		defer h.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := h.store.AppendAudit(ctx, ev); err != nil {
+			h.log.Warn("audit event not recorded", "action", ev.Action, "result", ev.Result, "error", err)
+		}
+	}()
+}
+
+// auditTopic records the first refused publish or subscription of a session.
+func (h *Hub) auditTopic(c *conn, topic string, write bool) {
+	if c.aclAudited.Swap(true) {
+		return
+	}
+	ev := registry.AuditEvent{
+		OrgID:  registry.DefaultOrgID,
+		Actor:  "device",
+		Action: "mqtt.topic",
+		Result: resultTopicRefused,
+		Source: hostOf(c.sess.RemoteAddr),
+	}
+	verb := "subscription to"
+	if write {
+		verb = "publish to"
+	}
+	if c.dev != nil {
+		ev.OrgID, ev.DeviceID = c.dev.OrgID, c.dev.DeviceID
+	}
+	kind := "device"
+	if c.route != nil {
+		kind = "provisioning"
+	}
+	ev.Detail = kind + " session of client id " + quote(c.sess.ClientID) + ": " + verb + " " + quote(topic) + " refused (further refusals in this session are not recorded)"
+	h.audit(ev)
+}

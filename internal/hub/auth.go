@@ -1,0 +1,242 @@
+package hub
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/zerotouch/zerotouch/internal/registry"
+	"github.com/zerotouch/zerotouch/internal/secret"
+)
+
+// maxCredentialField bounds the user name and client id looked up in the
+// store; no credential holds a longer one.
+const maxCredentialField = 1024
+
+// authTimeout bounds the store lookups of one CONNECT.
+const authTimeout = 10 * time.Second
+
+// Audit results of refused connections.
+const (
+	resultUnknownCredentials = "unknown-credentials"
+	resultBadPassword        = "bad-password"
+	resultDeviceDisabled     = "device-disabled"
+	resultTopicRefused       = "topic-refused"
+)
+
+// connect decides a CONNECT and, when it is accepted, registers the
+// session. It returns CodeSuccess or the reason to refuse it.
+func (h *Hub) connect(cl *mqtt.Client, pk packets.Packet) packets.Code {
+	sess := Session{
+		ClientID:        cl.ID,
+		RemoteAddr:      cl.Net.Remote,
+		Listener:        cl.Net.Listener,
+		ProtocolVersion: cl.Properties.ProtocolVersion,
+	}
+	username := string(pk.Connect.Username)
+	if r := h.route(username); r != nil {
+		sess.Username = username
+		cl.ID = h.sessions.provisioningScopedID(sess.ClientID) // before mochi shares cl
+		if h.sessions.register(&conn{cl: cl, sess: sess, route: r}, 0) != registered {
+			return packets.ErrServerUnavailable
+		}
+		h.log.Debug("provisioning session opened", "client", truncate(sess.ClientID), "remote", sess.RemoteAddr, "listener", sess.Listener)
+		return packets.CodeSuccess
+	}
+
+	host := hostOf(sess.RemoteAddr)
+	if d := h.limiter.Delay(host, time.Now()); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-h.ctx.Done():
+			t.Stop()
+			return packets.ErrServerUnavailable
+		}
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, authTimeout)
+	defer cancel()
+
+	// A registry change (revocation, disabling) that lands between the
+	// lookup and the registration could be missed by both; register
+	// detects the overlap and the lookup is redone.
+	for range 3 {
+		seq0 := h.sessions.snapshot()
+		cred, dev, refusal, err := h.findCredential(ctx, cl, pk)
+		if err != nil {
+			h.log.Error("credential lookup failed", "client", truncate(sess.ClientID), "remote", sess.RemoteAddr, "error", err)
+			return packets.ErrServerUnavailable
+		}
+		if refusal != "" {
+			h.limiter.Fail(host, time.Now())
+			h.log.Info("connection refused", "client", truncate(sess.ClientID), "remote", sess.RemoteAddr, "reason", refusal)
+			orgID, deviceID := registry.DefaultOrgID, ""
+			if dev != nil {
+				orgID, deviceID = dev.OrgID, dev.ID
+			}
+			h.auditConnect(orgID, deviceID, host, refusal, sess.ClientID)
+			return packets.ErrBadUsernameOrPassword
+		}
+		if dev.Status != registry.DeviceEnabled {
+			h.log.Info("connection refused", "client", truncate(sess.ClientID), "remote", sess.RemoteAddr, "reason", resultDeviceDisabled, "device", dev.ID)
+			h.auditConnect(dev.OrgID, dev.ID, host, resultDeviceDisabled, sess.ClientID)
+			return packets.ErrNotAuthorized
+		}
+		if cred.Type == registry.CredentialMQTTBasic {
+			sess.Username = username
+		}
+		c := &conn{cl: cl, sess: sess, dev: &DeviceSession{
+			Session:        sess,
+			OrgID:          dev.OrgID,
+			DeviceID:       dev.ID,
+			DeviceName:     dev.Name,
+			CredentialID:   cred.ID,
+			CredentialType: cred.Type,
+		}}
+		cl.ID = deviceScopedID(dev.ID, sess.ClientID) // before mochi shares cl
+		switch h.sessions.register(c, seq0) {
+		case registered:
+			h.log.Debug("device connected", "client", truncate(sess.ClientID), "remote", sess.RemoteAddr, "device", dev.ID, "credentials", cred.Type)
+			return packets.CodeSuccess
+		case closing:
+			return packets.ErrServerUnavailable
+		}
+	}
+	return packets.ErrServerUnavailable
+}
+
+// findCredential finds the active credential a CONNECT presents, the way
+// ThingsBoard does:
+//   - a TLS client certificate: X509_CERTIFICATE by the leaf's SHA-256
+//     fingerprint, and nothing else;
+//   - no user name: MQTT_BASIC by client id alone;
+//   - otherwise, in order: MQTT_BASIC (client id, user name), ACCESS_TOKEN
+//     (the user name is the token), MQTT_BASIC (user name alone), MQTT_BASIC
+//     (client id alone).
+//
+// An MQTT_BASIC credential with a password requires it; the first one
+// found decides (a wrong password is not retried as another combination).
+// A credential without a password authenticates by its ids alone, and any
+// password sent is then ignored, as ThingsBoard does. refusal is empty on
+// success; err is set only when the store fails.
+func (h *Hub) findCredential(ctx context.Context, cl *mqtt.Client, pk packets.Packet) (cred *registry.Credential, dev *registry.Device, refusal string, err error) {
+	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
+		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+			sum := sha256.Sum256(certs[0].Raw)
+			return h.lookup(ctx, registry.CredentialX509, hex.EncodeToString(sum[:]), nil)
+		}
+	}
+
+	cid, user := pk.Connect.ClientIdentifier, string(pk.Connect.Username)
+	if len(user) > maxCredentialField {
+		return nil, nil, resultUnknownCredentials, nil
+	}
+	if len(cid) > maxCredentialField {
+		cid = "" // no MQTT_BASIC credential has such a client id
+	}
+	var password *string
+	if pk.Connect.PasswordFlag {
+		p := string(pk.Connect.Password)
+		password = &p
+	}
+	type try struct {
+		t   registry.CredentialType
+		key string
+	}
+	var tries []try
+	basic := func(cid, user string) try {
+		return try{registry.CredentialMQTTBasic, registry.MQTTBasicLookupKey(cid, user)}
+	}
+	switch {
+	case user == "" && cid == "":
+		return nil, nil, resultUnknownCredentials, nil
+	case user == "":
+		tries = []try{basic(cid, "")}
+	default:
+		if cid != "" {
+			tries = append(tries, basic(cid, user))
+		}
+		tries = append(tries, try{registry.CredentialAccessToken, secret.LookupHash(user)}, basic("", user))
+		if cid != "" {
+			tries = append(tries, basic(cid, ""))
+		}
+	}
+	for _, t := range tries {
+		cred, dev, refusal, err = h.lookup(ctx, t.t, t.key, password)
+		if err != nil || refusal != resultUnknownCredentials {
+			return cred, dev, refusal, err
+		}
+	}
+	return nil, nil, resultUnknownCredentials, nil
+}
+
+// lookup finds one credential and checks its password (MQTT_BASIC only).
+func (h *Hub) lookup(ctx context.Context, t registry.CredentialType, key string, password *string) (*registry.Credential, *registry.Device, string, error) {
+	cred, dev, err := h.store.FindActiveCredential(ctx, t, key)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return nil, nil, resultUnknownCredentials, nil
+	case err != nil:
+		return nil, nil, "", err
+	case cred == nil || dev == nil:
+		return nil, nil, "", fmt.Errorf("store returned no %s credential or device and no error", t)
+	}
+	if t == registry.CredentialMQTTBasic && cred.SecretHash != "" {
+		if password == nil || !secret.Verify(*password, cred.SecretHash) {
+			return nil, dev, resultBadPassword, nil
+		}
+	}
+	return cred, dev, "", nil
+}
+
+// refuse sends the CONNACK that refuses a connection; MQTT 3 clients get
+// the nearest 3.1.1 return code (5, not authorised, for any
+// authentication failure; 3, server unavailable, otherwise).
+func (h *Hub) refuse(cl *mqtt.Client, code packets.Code) {
+	if cl.Properties.ProtocolVersion < 5 {
+		switch code {
+		case packets.ErrBadUsernameOrPassword, packets.ErrNotAuthorized:
+			code = packets.ErrBadUsernameOrPassword // mochi sends it as 3.1.1 code 5
+		default:
+			code = packets.ErrServerUnavailable // mochi sends it as 3.1.1 code 3
+		}
+	}
+	if err := h.srv.SendConnack(cl, code, false, nil); err != nil {
+		h.log.Debug("refusal not sent", "client", truncate(cl.ID), "remote", cl.Net.Remote, "error", err)
+	}
+}
+
+// auditConnect records a refused CONNECT (at most once a minute per
+// source, reason and device, so that a device retrying in a loop does not
+// flood the audit trail).
+func (h *Hub) auditConnect(orgID, deviceID, source, result, clientID string) {
+	if !h.audits.first(source+"|"+result+"|"+deviceID, time.Now()) {
+		return
+	}
+	h.audit(registry.AuditEvent{
+		OrgID:    orgID,
+		Actor:    "device",
+		Action:   "mqtt.connect",
+		Result:   result,
+		DeviceID: deviceID,
+		Source:   source,
+		Detail:   "MQTT connection refused for client id " + quote(clientID),
+	})
+}
+
+// quote makes a client-chosen string safe and short for an audit detail.
+func quote(s string) string {
+	const max = 128
+	if len(s) > max {
+		return strconv.Quote(s[:max]) + "…"
+	}
+	return strconv.Quote(s)
+}

@@ -1,0 +1,574 @@
+// Package hub is zerotouch's embedded MQTT broker (MQTT 3.1, 3.1.1 and 5,
+// built on mochi-mqtt): it authenticates devices against the registry,
+// confines every session to its own topics, carries provisioning
+// request/response exchanges to the session that asked, and cuts sessions
+// off as soon as their credentials are revoked or their device is disabled
+// or deleted.
+//
+// The hub is not a general-purpose broker: nothing a client publishes is
+// ever forwarded to another client. Provisioning requests go to the
+// route's handler and the answer goes back to the requesting session only;
+// device publishes on the device API topics go to the handlers registered
+// with HandleDeviceTopic. Retained messages and last wills are never
+// delivered.
+//
+// Client ids are scoped by identity: a CONNECT reusing a client id takes
+// over (and may resume) only a session of the same device. Two devices
+// that share a client id stay connected side by side, as on ThingsBoard,
+// and provisioning sessions never share or keep any state.
+package hub
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/zerotouch/zerotouch/internal/provision"
+	"github.com/zerotouch/zerotouch/internal/registry"
+)
+
+// Defaults for Options.
+const (
+	DefaultMaxPacketSize  = 256 << 10
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultHandleTimeout  = 30 * time.Second
+	DefaultSessionExpiry  = time.Hour
+)
+
+// DeviceTopicPrefix is the root of the ThingsBoard device API: a device
+// session may publish and subscribe only below it, and what it publishes
+// there concerns itself alone.
+const DeviceTopicPrefix = "v1/devices/me/"
+
+// Options configures a Hub. Store is required; the zero value of every
+// other field picks a default.
+type Options struct {
+	// Store answers credential lookups at CONNECT and records audit events
+	// for refused connections and topics.
+	Store registry.Store
+	// Changes, when set, tells the hub about revoked credentials and
+	// disabled or deleted devices; their live sessions are disconnected.
+	Changes *registry.Changes
+	// Logger receives the hub's logs; nil uses slog.Default(). Tokens and
+	// passwords are never logged.
+	Logger *slog.Logger
+	// Limiter slows down sources whose CONNECTs keep failing
+	// authentication; nil uses provision.NewFailureLimiter().
+	Limiter *provision.FailureLimiter
+
+	// MaxPacketSize caps an incoming packet, in bytes (DefaultMaxPacketSize
+	// when 0).
+	MaxPacketSize uint32
+	// MaxClients caps concurrent connections; 0 means no limit.
+	MaxClients int
+	// ConnectTimeout is how long a new connection may take to send its
+	// CONNECT (DefaultConnectTimeout when 0).
+	ConnectTimeout time.Duration
+	// HandleTimeout bounds one provisioning or device-topic handler call
+	// (DefaultHandleTimeout when 0).
+	HandleTimeout time.Duration
+	// SessionExpiry caps how long the state of a disconnected device
+	// session that asked to be kept (clean session off) is kept
+	// (DefaultSessionExpiry when 0). Provisioning sessions are never kept.
+	SessionExpiry time.Duration
+}
+
+// Session describes one MQTT connection.
+type Session struct {
+	// ClientID is the MQTT client identifier (assigned by the broker when
+	// the client sent none).
+	ClientID string
+	// Username is the CONNECT user name for provisioning and MQTT_BASIC
+	// sessions; it is left empty when the user name is an access token.
+	Username string
+	// RemoteAddr is the client's address, host:port.
+	RemoteAddr string
+	// Listener is the name given to ListenTCP or ListenTLS.
+	Listener string
+	// ProtocolVersion is 3, 4 (MQTT 3.1.1) or 5.
+	ProtocolVersion byte
+}
+
+// DeviceSession is a Session authenticated as a device.
+type DeviceSession struct {
+	Session
+	OrgID          string
+	DeviceID       string
+	DeviceName     string
+	CredentialID   string
+	CredentialType registry.CredentialType
+}
+
+// ProvisioningRoute lets unauthenticated devices provision themselves over
+// MQTT: a CONNECT whose user name is Username (any password or none) opens
+// a provisioning session, which may only subscribe to ResponseTopic and
+// publish to RequestTopic. Each request is passed to Handle on the
+// session's own read path (one at a time per session), and the answer is
+// published on ResponseTopic to that session only.
+type ProvisioningRoute struct {
+	Username      string // e.g. "provision"
+	RequestTopic  string // e.g. "/provision/request"
+	ResponseTopic string // e.g. "/provision/response"
+	// Handle returns the answer's payload; nil sends no answer. payload
+	// must not be kept after Handle returns.
+	Handle func(ctx context.Context, s Session, payload []byte) (response []byte)
+}
+
+// DeviceTopicHandler receives what a device publishes on a topic below
+// DeviceTopicPrefix. It runs on the device session's read path, so one
+// device's messages arrive in order; payload must not be kept after it
+// returns.
+type DeviceTopicHandler func(ctx context.Context, s DeviceSession, topic string, payload []byte)
+
+type deviceTopicRoute struct {
+	prefix string
+	fn     DeviceTopicHandler
+}
+
+// Hub is the embedded broker. Configure it (HandleProvisioning,
+// HandleDeviceTopic, listeners) before Start.
+type Hub struct {
+	log     *slog.Logger
+	store   registry.Store
+	limiter *provision.FailureLimiter
+	opts    Options
+	srv     *mqtt.Server
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+
+	routesMu     sync.RWMutex
+	routes       map[string]*ProvisioningRoute // by user name
+	deviceTopics []deviceTopicRoute            // longest prefix first
+
+	sessions sessions
+	audits   auditDedupe
+
+	// handling is read-held by every handler call; Close write-locks it to
+	// let the calls in progress finish (their answers are still sent) and
+	// to turn later ones away (draining).
+	handling sync.RWMutex
+	draining bool
+
+	// bg counts goroutines that must end before Close returns (audit
+	// writes, disconnects); Add only while holding sessions.mu with
+	// sessions.closed false.
+	bg sync.WaitGroup
+
+	lifeMu    sync.Mutex
+	started   bool
+	closed    bool
+	listeners []*listener
+	stop      chan struct{} // closed by Close: stops the janitor
+
+	acceptWG sync.WaitGroup // accept loops
+	conns    connSet        // accepted connections, until mochi is done with them
+}
+
+// listener is one network listener. The hub runs its own accept loops and
+// hands each connection to mochi's EstablishConnection: mochi's listeners
+// count their connections in a WaitGroup from inside each connection's
+// goroutine, which races with Server.Close.
+type listener struct {
+	name string
+	ln   net.Listener
+}
+
+// connSet tracks accepted connections so that Close can end them all and
+// wait for mochi to be done with each.
+type connSet struct {
+	mu     sync.Mutex
+	closed bool
+	set    map[net.Conn]struct{}
+	wg     sync.WaitGroup // one per connection being served
+}
+
+// New returns a Hub that is not yet listening.
+func New(opts Options) (*Hub, error) {
+	if opts.Store == nil {
+		return nil, errors.New("hub: Options.Store is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Limiter == nil {
+		opts.Limiter = provision.NewFailureLimiter()
+	}
+	if opts.MaxPacketSize == 0 {
+		opts.MaxPacketSize = DefaultMaxPacketSize
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = DefaultConnectTimeout
+	}
+	if opts.HandleTimeout <= 0 {
+		opts.HandleTimeout = DefaultHandleTimeout
+	}
+	if opts.SessionExpiry <= 0 {
+		opts.SessionExpiry = DefaultSessionExpiry
+	}
+	if opts.MaxClients < 0 {
+		return nil, fmt.Errorf("hub: MaxClients %d is negative", opts.MaxClients)
+	}
+	log := opts.Logger.With("component", "hub")
+
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = opts.MaxPacketSize
+	if opts.MaxClients > 0 {
+		caps.MaximumClients = int64(opts.MaxClients)
+	}
+	caps.MaximumSessionExpiryInterval = uint32(min(opts.SessionExpiry/time.Second, math.MaxUint32-1))
+	// The hub never advertises topic aliases, so compliant clients do not
+	// use them; refusing them bounds what a client can make the broker keep.
+	caps.TopicAliasMaximum = 0
+	caps.SharedSubAvailable = 0
+
+	h := &Hub{
+		log:     log,
+		store:   opts.Store,
+		limiter: opts.Limiter,
+		opts:    opts,
+		routes:  make(map[string]*ProvisioningRoute),
+		stop:    make(chan struct{}),
+	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.sessions.init()
+	h.conns.set = make(map[net.Conn]struct{})
+	h.srv = mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		Logger:       slog.New(newMochiLogHandler(opts.Logger.Handler())).With("component", "mqtt"),
+		// $SYS topics are refused to every client by the ACL; publishing
+		// them every second would only cost a stop-the-world MemStats read.
+		SysTopicResendInterval: int64((365 * 24 * time.Hour) / time.Second),
+	})
+	if err := h.srv.AddHook(&hook{h: h}, nil); err != nil {
+		return nil, fmt.Errorf("hub: %w", err)
+	}
+	if opts.Changes != nil {
+		opts.Changes.Subscribe(h.onChange)
+	}
+	return h, nil
+}
+
+// HandleProvisioning adds a provisioning route. It panics on a route that
+// is incomplete, uses wildcards, or reuses a user name, as http.ServeMux
+// does on a bad pattern: these are programming errors.
+func (h *Hub) HandleProvisioning(r ProvisioningRoute) {
+	switch {
+	case r.Username == "":
+		panic("hub: provisioning route without a user name")
+	case r.Handle == nil:
+		panic("hub: provisioning route " + r.Username + " without a handler")
+	case !validTopicName(r.RequestTopic) || !validTopicName(r.ResponseTopic):
+		panic("hub: provisioning route " + r.Username + " needs request and response topics without wildcards")
+	}
+	h.routesMu.Lock()
+	defer h.routesMu.Unlock()
+	if _, dup := h.routes[r.Username]; dup {
+		panic("hub: provisioning route for user name " + r.Username + " registered twice")
+	}
+	h.routes[r.Username] = &r
+}
+
+// HandleDeviceTopic registers fn for what devices publish on topics that
+// start with prefix, which must lie below DeviceTopicPrefix (a full topic
+// name is a prefix too). The longest matching prefix wins; a publish that
+// matches no handler is acknowledged and dropped.
+func (h *Hub) HandleDeviceTopic(prefix string, fn DeviceTopicHandler) {
+	if !strings.HasPrefix(prefix, DeviceTopicPrefix) || strings.ContainsAny(prefix, "+#") || fn == nil {
+		panic("hub: device topic handler needs a prefix below " + DeviceTopicPrefix + " without wildcards, and a function")
+	}
+	h.routesMu.Lock()
+	defer h.routesMu.Unlock()
+	for _, r := range h.deviceTopics {
+		if r.prefix == prefix {
+			panic("hub: device topic handler for " + prefix + " registered twice")
+		}
+	}
+	h.deviceTopics = append(h.deviceTopics, deviceTopicRoute{prefix: prefix, fn: fn})
+	sort.SliceStable(h.deviceTopics, func(i, j int) bool { return len(h.deviceTopics[i].prefix) > len(h.deviceTopics[j].prefix) })
+}
+
+func (h *Hub) route(username string) *ProvisioningRoute {
+	h.routesMu.RLock()
+	defer h.routesMu.RUnlock()
+	return h.routes[username]
+}
+
+func (h *Hub) deviceTopicHandler(topic string) DeviceTopicHandler {
+	h.routesMu.RLock()
+	defer h.routesMu.RUnlock()
+	for _, r := range h.deviceTopics {
+		if strings.HasPrefix(topic, r.prefix) {
+			return r.fn
+		}
+	}
+	return nil
+}
+
+// ListenTCP adds a plain MQTT listener named name on addr (":0" picks a
+// free port) and returns the bound address. A listener added after Start
+// serves at once.
+func (h *Hub) ListenTCP(name, addr string) (net.Addr, error) {
+	return h.listen(name, addr, nil)
+}
+
+// ListenTLS adds an MQTT-over-TLS listener. When cfg asks for client
+// certificates (e.g. tls.RequestClientCert), a client that presents one
+// and no provisioning user name is authenticated by the SHA-256
+// fingerprint of its leaf certificate (X509_CERTIFICATE credentials).
+func (h *Hub) ListenTLS(name, addr string, cfg *tls.Config) (net.Addr, error) {
+	if cfg == nil {
+		return nil, errors.New("hub: ListenTLS needs a TLS configuration")
+	}
+	return h.listen(name, addr, cfg)
+}
+
+func (h *Hub) listen(name, addr string, cfg *tls.Config) (net.Addr, error) {
+	if name == "" {
+		return nil, errors.New("hub: listener needs a name")
+	}
+	h.lifeMu.Lock()
+	defer h.lifeMu.Unlock()
+	if h.closed {
+		return nil, errors.New("hub: closed")
+	}
+	for _, l := range h.listeners {
+		if l.name == name {
+			return nil, fmt.Errorf("hub: a listener is already named %s", name)
+		}
+	}
+	tcp, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	var ln net.Listener = &deadlineListener{Listener: tcp, timeout: h.opts.ConnectTimeout}
+	if cfg != nil {
+		ln = tls.NewListener(ln, cfg)
+	}
+	l := &listener{name: name, ln: ln}
+	h.listeners = append(h.listeners, l)
+	if h.started {
+		h.acceptWG.Add(1)
+		go h.accept(l)
+	}
+	h.log.Info("MQTT listener ready", "listener", name, "addr", tcp.Addr().String(), "tls", cfg != nil)
+	return tcp.Addr(), nil
+}
+
+// accept serves one listener until it is closed.
+func (h *Hub) accept(l *listener) {
+	defer h.acceptWG.Done()
+	var backoff time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: wait, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			h.log.Warn("MQTT accept failed", "listener", l.name, "error", err, "retryIn", backoff)
+			select {
+			case <-time.After(backoff):
+				continue
+			case <-h.stop:
+				return
+			}
+		}
+		backoff = 0
+		if !h.conns.add(c) {
+			c.Close()
+			return
+		}
+		go func() {
+			defer h.conns.done(c)
+			if err := h.srv.EstablishConnection(l.name, c); err != nil {
+				h.log.Debug("connection ended", "listener", l.name, "remote", c.RemoteAddr().String(), "error", err)
+			}
+		}()
+	}
+}
+
+// add tracks c; false when the hub is closing.
+func (s *connSet) add(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.set[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *connSet) done(c net.Conn) {
+	s.mu.Lock()
+	delete(s.set, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// closeAll refuses new connections, closes the tracked ones, and waits
+// until mochi is done with each.
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	s.closed = true
+	for c := range s.set {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// Start starts serving the listeners added so far.
+func (h *Hub) Start() error {
+	h.lifeMu.Lock()
+	defer h.lifeMu.Unlock()
+	switch {
+	case h.closed:
+		return errors.New("hub: closed")
+	case h.started:
+		return errors.New("hub: already started")
+	}
+	if err := h.srv.Serve(); err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	h.started = true
+	for _, l := range h.listeners {
+		h.acceptWG.Add(1)
+		go h.accept(l)
+	}
+	go h.janitor()
+	return nil
+}
+
+// Close stops the listeners, lets the handler calls in progress finish and
+// send their answers (later requests are dropped unanswered), disconnects
+// every client (MQTT 5 clients are told the server is shutting down), and
+// waits for pending audit writes. It does not close the store.
+func (h *Hub) Close() error {
+	h.lifeMu.Lock()
+	if h.closed {
+		h.lifeMu.Unlock()
+		return nil
+	}
+	h.closed = true
+	var errs []error
+	for _, l := range h.listeners {
+		if err := l.ln.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("hub: close listener %s: %w", l.name, err))
+		}
+	}
+	h.lifeMu.Unlock()
+	close(h.stop)
+	h.acceptWG.Wait()
+
+	// Requests being handled get their answers: a device whose
+	// provisioning was committed must hear about it.
+	h.handling.Lock()
+	h.draining = true
+	h.handling.Unlock()
+
+	h.sessions.mu.Lock()
+	live := make([]*conn, 0, len(h.sessions.live))
+	for _, c := range h.sessions.live {
+		live = append(live, c)
+	}
+	h.sessions.mu.Unlock()
+	var kicks sync.WaitGroup
+	for _, c := range live {
+		if c.sess.ProtocolVersion >= 5 {
+			kicks.Go(func() {
+				if nc := c.cl.Net.Conn; nc != nil {
+					nc.SetWriteDeadline(time.Now().Add(kickWriteTimeout))
+				}
+				h.srv.DisconnectClient(c.cl, packets.ErrServerShuttingDown)
+			})
+		}
+	}
+	kicks.Wait()
+	h.cancel()
+	h.conns.closeAll() // returns once mochi is done with every connection
+
+	if err := h.srv.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("hub: %w", err))
+	}
+	h.sessions.mu.Lock()
+	h.sessions.closed = true
+	h.sessions.mu.Unlock()
+	h.bg.Wait()
+	return errors.Join(errs...)
+}
+
+// ConnectedDevices is the number of live device sessions.
+func (h *Hub) ConnectedDevices() int {
+	h.sessions.mu.Lock()
+	defer h.sessions.mu.Unlock()
+	return h.sessions.devices
+}
+
+// ConnectedSessions is the number of live sessions, devices and
+// provisioning sessions together.
+func (h *Hub) ConnectedSessions() int {
+	h.sessions.mu.Lock()
+	defer h.sessions.mu.Unlock()
+	return len(h.sessions.live)
+}
+
+// janitor forgets sessions whose connection ended without mochi calling
+// OnDisconnect (a CONNACK that could not be written), every few seconds.
+func (h *Hub) janitor() {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+			h.sessions.sweep()
+		}
+	}
+}
+
+// deadlineListener gives each new connection a deadline for its CONNECT
+// (and TLS handshake); mochi replaces it with the keep-alive deadline once
+// the CONNECT is accepted.
+type deadlineListener struct {
+	net.Listener
+	timeout time.Duration
+}
+
+func (l *deadlineListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	c.SetDeadline(time.Now().Add(l.timeout))
+	return c, nil
+}
+
+// validTopicName reports whether s can be published to: non-empty, no
+// wildcards, not $SYS.
+func validTopicName(s string) bool {
+	return s != "" && !strings.ContainsAny(s, "+#\x00") && !strings.HasPrefix(s, "$SYS")
+}
+
+// hostOf strips the port from an address, so that failure limiting
+// applies per host.
+func hostOf(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
