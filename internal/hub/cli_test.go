@@ -10,16 +10,14 @@ import (
 	"time"
 
 	"github.com/zerotouch/zerotouch/internal/registry"
+	"github.com/zerotouch/zerotouch/internal/testutil"
 )
 
 // mosquitto runs one of the mosquitto command-line clients against the
 // hub, skipping the test when it is not installed.
 func (e *env) mosquitto(t *testing.T, tool string, args ...string) (string, error) {
 	t.Helper()
-	path, err := exec.LookPath(tool)
-	if err != nil {
-		t.Skipf("%s not installed (Debian package mosquitto-clients): %v", tool, err)
-	}
+	path := testutil.RequireTool(t, tool)
 	_, port, err := net.SplitHostPort(e.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -63,9 +61,7 @@ func TestMosquittoRRProvisioning(t *testing.T) {
 // same response topic each print their own answer only.
 func TestMosquittoRRConcurrent(t *testing.T) {
 	e := newEnv(t)
-	if _, err := exec.LookPath("mosquitto_rr"); err != nil {
-		t.Skipf("mosquitto_rr not installed (Debian package mosquitto-clients): %v", err)
-	}
+	testutil.RequireTool(t, "mosquitto_rr")
 	const n = 8
 	outs := make([]string, n)
 	errs := make([]error, n)

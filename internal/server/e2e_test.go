@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -193,19 +192,6 @@ func req(key, secret, name string, extra ...string) string {
 	}
 	b, _ := json.Marshal(m)
 	return string(b)
-}
-
-// requireTool skips when a CLI is missing, except in CI where it must be there.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is required in CI (apt-get install mosquitto-clients)", name)
-		}
-		t.Skipf("%s not installed: apt-get install mosquitto-clients to run this test", name)
-	}
-	return p
 }
 
 func jsonDecode(resp *http.Response, v any) error {

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/zerotouch/zerotouch/internal/testutil"
 )
 
 type deviceOut struct {
@@ -43,16 +45,19 @@ type auditOut struct {
 	Detail   string `json:"detail"`
 }
 
-func (n *node) devices() []deviceOut {
+// list GETs one page of a management API list ({"items": [...]}).
+func list[T any](n *node, path string) []T {
 	n.t.Helper()
 	var page struct {
-		Items []deviceOut `json:"items"`
+		Items []T `json:"items"`
 	}
-	if code := n.api("GET", "/api/devices?limit=1000", nil, &page); code != http.StatusOK {
-		n.t.Fatalf("list devices: HTTP %d", code)
+	if code := n.api("GET", path, nil, &page); code != http.StatusOK {
+		n.t.Fatalf("GET %s: HTTP %d", path, code)
 	}
 	return page.Items
 }
+
+func (n *node) devices() []deviceOut { return list[deviceOut](n, "/api/devices?limit=1000") }
 
 func (n *node) device(name string) *deviceOut {
 	for _, d := range n.devices() {
@@ -64,42 +69,16 @@ func (n *node) device(name string) *deviceOut {
 }
 
 func (n *node) credentials(deviceID string) []credOut {
-	n.t.Helper()
-	var out []credOut
-	var wrapped struct {
-		Items []credOut `json:"items"`
-	}
-	var raw json.RawMessage
-	if code := n.api("GET", "/api/devices/"+deviceID+"/credentials", nil, &raw); code != http.StatusOK {
-		n.t.Fatalf("credentials: HTTP %d", code)
-	}
-	if err := json.Unmarshal(raw, &out); err != nil {
-		if err := json.Unmarshal(raw, &wrapped); err != nil {
-			n.t.Fatalf("credentials answer %s", raw)
-		}
-		out = wrapped.Items
-	}
-	return out
+	return list[credOut](n, "/api/devices/"+deviceID+"/credentials")
 }
 
 func (n *node) lastAudit() auditOut {
 	n.t.Helper()
-	var raw json.RawMessage
-	if code := n.api("GET", "/api/audit?limit=1", nil, &raw); code != http.StatusOK {
-		n.t.Fatalf("audit: HTTP %d", code)
+	evs := list[auditOut](n, "/api/audit?limit=1")
+	if len(evs) == 0 {
+		n.t.Fatal("no audit events")
 	}
-	var list []auditOut
-	var wrapped struct {
-		Items []auditOut `json:"items"`
-	}
-	if err := json.Unmarshal(raw, &list); err != nil || len(list) == 0 {
-		json.Unmarshal(raw, &wrapped)
-		list = wrapped.Items
-	}
-	if len(list) == 0 {
-		n.t.Fatalf("no audit events: %s", raw)
-	}
-	return list[0]
+	return evs[0]
 }
 
 func activeCount(cs []credOut) int {
@@ -457,8 +436,8 @@ func TestConcurrentIdenticalRequests(t *testing.T) {
 // provisioning requires) then mosquitto_pub with the token, as in
 // ThingsBoard's docs.
 func TestMosquittoClients(t *testing.T) {
-	rr := requireTool(t, "mosquitto_rr")
-	pub := requireTool(t, "mosquitto_pub")
+	rr := testutil.RequireTool(t, "mosquitto_rr")
+	pub := testutil.RequireTool(t, "mosquitto_pub")
 	n := startNode(t, "")
 	p := n.createProfile("cli", "allow-create", "ACCESS_TOKEN", "never")
 	host, port, _ := strings.Cut(n.mqtt, ":")
