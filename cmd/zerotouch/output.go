@@ -65,10 +65,10 @@ func (o *clientOptions) run(fn call) func(*cobra.Command, []string) error {
 		if o.output != outputTable && o.output != outputJSON {
 			return usageError(cmd, fmt.Errorf("unknown output format %q (want table or json)", o.output))
 		}
-		if o.apiKey == "" {
+		if o.key() == "" {
 			return usageError(cmd, errors.New("no API key: set --api-key or ZEROTOUCH_API_KEY"))
 		}
-		c, err := apiclient.New(o.server, o.apiKey)
+		c, err := apiclient.New(o.server, o.key())
 		if err != nil {
 			return usageError(cmd, err)
 		}

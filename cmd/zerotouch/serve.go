@@ -76,7 +76,7 @@ func serve(ctx context.Context, cfg config.Config, cmd *cobra.Command) error {
 		h = slog.NewJSONHandler(cmd.ErrOrStderr(), opts)
 	}
 	log := slog.New(h)
-	srv, err := server.Start(ctx, cfg, log, cmd.OutOrStdout())
+	srv, err := server.Start(ctx, cfg, server.Options{Logger: log, Banner: cmd.OutOrStdout()})
 	if err != nil {
 		return err
 	}

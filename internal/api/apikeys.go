@@ -67,22 +67,17 @@ func (s *server) deleteAPIKey(w http.ResponseWriter, r *http.Request, key *regis
 		return err
 	}
 	var target *registry.APIKey
-	admins := 0
 	for i := range ks {
 		if ks[i].ID == id {
 			target = &ks[i]
-		}
-		if ks[i].Role == registry.RoleAdmin {
-			admins++
 		}
 	}
 	if target == nil {
 		return notFound("API key", id, registry.ErrNotFound)
 	}
-	// Deleting the last admin key would leave nobody able to make keys.
-	if target.Role == registry.RoleAdmin && admins == 1 {
-		return registry.Conflict("apikey", "it is the last admin API key")
-	}
+	// The store refuses, atomically with the deletion, to delete the last
+	// admin key (which would leave nobody able to make keys): a
+	// ConflictError, answered 409.
 	if err := s.store.DeleteAPIKey(r.Context(), key.OrgID, id); err != nil {
 		return notFound("API key", id, err)
 	}

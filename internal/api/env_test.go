@@ -93,6 +93,24 @@ func (r resp) decode(t *testing.T, v any) {
 // a value to encode as JSON.
 func (e *env) do(role, method, path string, body any) resp {
 	e.t.Helper()
+	r, err := e.send(role, method, path, body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+// doNoFatal is do for other goroutines than the test's: a failure to send
+// is reported with Error and answered with status 0.
+func (e *env) doNoFatal(role, method, path string, body any) resp {
+	r, err := e.send(role, method, path, body)
+	if err != nil {
+		e.t.Error(err)
+	}
+	return r
+}
+
+func (e *env) send(role, method, path string, body any) (resp, error) {
 	var rd io.Reader
 	ct := "application/json"
 	switch b := body.(type) {
@@ -106,13 +124,13 @@ func (e *env) do(role, method, path string, body any) resp {
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
-			e.t.Fatal(err)
+			return resp{}, err
 		}
 		rd = bytes.NewReader(j)
 	}
 	req, err := http.NewRequest(method, e.srv.URL+path, rd)
 	if err != nil {
-		e.t.Fatal(err)
+		return resp{}, err
 	}
 	if rd != nil {
 		req.Header.Set("Content-Type", ct)
@@ -122,14 +140,14 @@ func (e *env) do(role, method, path string, body any) resp {
 	}
 	res, err := e.srv.Client().Do(req)
 	if err != nil {
-		e.t.Fatal(err)
+		return resp{}, err
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
-		e.t.Fatal(err)
+		return resp{}, err
 	}
-	return resp{res.StatusCode, res.Header, b}
+	return resp{res.StatusCode, res.Header, b}, nil
 }
 
 // csvBody is a request body sent as text/csv.

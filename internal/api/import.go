@@ -268,6 +268,9 @@ func (s *server) importDevices(w http.ResponseWriter, r *http.Request, key *regi
 	if err != nil {
 		return err
 	}
+	// The server's read timeout suits small JSON bodies; a large file on a
+	// slow link needs longer.
+	http.NewResponseController(w).SetReadDeadline(time.Now().Add(importReadTimeout))
 	body, err := limitBody(w, r, s.importLimit)
 	if err != nil {
 		return err

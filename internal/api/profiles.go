@@ -2,6 +2,8 @@ package api
 
 import (
 	"cmp"
+	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"unicode/utf8"
@@ -37,6 +39,10 @@ type UpdateProfileRequest struct {
 	// ProvisionDeviceSecret sets a chosen secret (it is not echoed back);
 	// POST /api/profiles/{id}/rotate-secret generates one instead.
 	ProvisionDeviceSecret *string `json:"provisionDeviceSecret,omitempty"`
+	// Version, when given, is the version of the profile the change is
+	// based on (as read by the client): if the profile has been written
+	// since, the PATCH is refused with 409 instead of overwriting that write.
+	Version *int64 `json:"version,omitempty"`
 }
 
 // ProfileWithSecret is a profile with its provision secret in clear: the
@@ -126,6 +132,14 @@ func (s *server) updateProfile(w http.ResponseWriter, r *http.Request, key *regi
 	if err != nil {
 		return err
 	}
+	if req.Version != nil && *req.Version != p.Version {
+		return conflict("profile %q is at version %d, the change is based on version %d: read it again and reapply the change",
+			p.ID, p.Version, *req.Version)
+	}
+	// The update applies only if the profile is still at the version just
+	// read (p.Version): a write in between, such as a secret rotation, is
+	// never overwritten with what was read before it.
+	base := p.Version
 	var changed []string
 	set := func(name string, dst *string, v *string) {
 		if v != nil && *v != *dst {
@@ -152,12 +166,35 @@ func (s *server) updateProfile(w http.ResponseWriter, r *http.Request, key *regi
 		return err
 	}
 	if err := s.store.UpdateProfile(r.Context(), p); err != nil {
+		if s.profileChangedSince(r, key, p.ID, base, err) {
+			return conflict("profile %q changed while it was being updated: read it again and retry", p.ID)
+		}
 		return notFound("profile", p.ID, err)
 	}
 	s.audit(r, key, registry.AuditEvent{Action: "profile.update", ProfileID: p.ID,
 		Detail: "updated profile " + p.Name + " (changed: " + cmp.Or(strings.Join(changed, ", "), "nothing") + ")"})
 	writeJSON(w, http.StatusOK, p)
 	return nil
+}
+
+// profileChangedSince tells whether err, from UpdateProfile of a profile
+// read at version base, is the store's version check: another write got in
+// between. A conflict of the same What ("profile") may also be a name or
+// provision key taken; the version check comes first in every store, and
+// versions only grow, so the stored version still being base means the
+// conflict is a uniqueness one.
+func (s *server) profileChangedSince(r *http.Request, key *registry.APIKey, id string, base int64, err error) bool {
+	var ce *registry.ConflictError
+	if !errors.As(err, &ce) || ce.What != "profile" {
+		return false
+	}
+	cur, gerr := s.store.GetProfile(r.Context(), key.OrgID, id)
+	return gerr == nil && cur.Version != base
+}
+
+// conflict is a 409 answer with a message of its own.
+func conflict(format string, args ...any) error {
+	return &httpError{http.StatusConflict, CodeConflict, fmt.Sprintf(format, args...)}
 }
 
 func (s *server) deleteProfile(w http.ResponseWriter, r *http.Request, key *registry.APIKey) error {
@@ -182,7 +219,14 @@ func (s *server) rotateProfileSecret(w http.ResponseWriter, r *http.Request, key
 	if err != nil {
 		return err
 	}
+	// Written only if nobody wrote the profile since it was read, so a
+	// concurrent PATCH cannot put the old secret back, nor this rotation
+	// undo the PATCH. On a conflict the generated secret is discarded, never
+	// shown: the client retries, and gets a secret that was stored.
 	if err := s.store.UpdateProfile(r.Context(), p); err != nil {
+		if errors.Is(err, registry.ErrConflict) {
+			return conflict("the profile changed while rotating its secret; retry")
+		}
 		return notFound("profile", p.ID, err)
 	}
 	s.audit(r, key, registry.AuditEvent{Action: "profile.rotate-secret", ProfileID: p.ID, Detail: "rotated the provision secret of profile " + p.Name})

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/zerotouch/zerotouch/internal/provision"
@@ -29,8 +30,9 @@ type Error struct {
 //	403 forbidden           the key's role may not do this
 //	404 not-found           no such route, or no such record in the key's organisation
 //	405 method-not-allowed  the route exists for other methods (see Allow)
-//	409 conflict            a uniqueness rule (registry.ErrConflict): name or
-//	                        key taken, profile still in use, credentials in use
+//	409 conflict            registry.ErrConflict: name or key taken, profile
+//	                        still in use, credentials in use, a concurrent
+//	                        change (stale version), the last admin key
 //	413 too-large           the body exceeds the route's limit
 //	422 invalid             well-formed but breaks a domain rule
 //	                        (registry.ErrInvalid, provision.ErrBadCredentials):
@@ -124,10 +126,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)        // the status is sent; a failed write means the client left
 }
 
-// Body size limits.
+// Body size limits. An import is one all-or-nothing transaction on the
+// store's single writer, which provisioning waits behind while it runs:
+// 16 MiB (about 400,000 short rows) keeps that wait in seconds. Larger
+// fleets import in several files.
 const (
 	maxJSONBody   = 1 << 20
-	maxImportBody = 64 << 20
+	maxImportBody = 16 << 20
+	// importReadTimeout is how long an import upload may take.
+	importReadTimeout = 10 * time.Minute
 )
 
 // limitBody caps r's body at limit bytes, refusing at once a request that

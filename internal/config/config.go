@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -26,6 +27,10 @@ type Config struct {
 	// HTTP and MQTT are listen addresses ("host:port", ":port") or "off".
 	HTTP string `yaml:"http"`
 	MQTT string `yaml:"mqtt"`
+	// MQTTMaxClientsText caps MQTT sessions (devices and provisioning
+	// together); "0" means no cap. Parsed into MQTTMaxClients by Finish.
+	MQTTMaxClientsText string `yaml:"mqtt-max-clients"`
+	MQTTMaxClients     int    `yaml:"-"`
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel  string `yaml:"log-level"`
 	LogFormat string `yaml:"log-format"`
@@ -40,11 +45,14 @@ type Config struct {
 // Defaults returns the out-of-the-box configuration.
 func Defaults() Config {
 	return Config{
-		DataDir:   "./zerotouch-data",
-		HTTP:      ":8080",
-		MQTT:      ":1883",
-		LogLevel:  "info",
-		LogFormat: "text",
+		DataDir: "./zerotouch-data",
+		HTTP:    ":8080",
+		MQTT:    ":1883",
+		// Well below the default limit of 20,000-odd open files of a
+		// process here, leaving room for HTTP, the database and provisioning.
+		MQTTMaxClientsText: "10000",
+		LogLevel:           "info",
+		LogFormat:          "text",
 	}
 }
 
@@ -70,6 +78,7 @@ func Settings() []Setting {
 		{"data", "data directory (database, keys)", func(c *Config) *string { return &c.DataDir }},
 		{"http", "HTTP listen address (console, management API, device HTTP API, /metrics), or \"off\"", func(c *Config) *string { return &c.HTTP }},
 		{"mqtt", "MQTT listen address (device provisioning and hub), or \"off\"", func(c *Config) *string { return &c.MQTT }},
+		{"mqtt-max-clients", "maximum MQTT sessions, devices and provisioning together (0: no limit; provisioning may use at most half)", func(c *Config) *string { return &c.MQTTMaxClientsText }},
 		{"log-level", "log level: debug, info, warn, error", func(c *Config) *string { return &c.LogLevel }},
 		{"log-format", "log format: text or json", func(c *Config) *string { return &c.LogFormat }},
 		{"admin-key-file", "file holding the initial admin API key (instead of a generated one)", func(c *Config) *string { return &c.AdminKeyFile }},
@@ -112,6 +121,11 @@ func (c *Config) Finish() error {
 		if err := checkAddr(l.addr); err != nil {
 			errs = append(errs, fmt.Errorf("--%s %q: %w", l.name, l.addr, err))
 		}
+	}
+	if n, err := strconv.Atoi(c.MQTTMaxClientsText); err != nil || n < 0 {
+		errs = append(errs, fmt.Errorf("--mqtt-max-clients %q: want a number ≥ 0", c.MQTTMaxClientsText))
+	} else {
+		c.MQTTMaxClients = n
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data must not be empty"))

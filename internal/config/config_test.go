@@ -14,7 +14,7 @@ func env(m map[string]string) func(string) (string, bool) {
 func TestPrecedenceFileThenEnv(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "zt.yaml")
-	os.WriteFile(file, []byte("http: 127.0.0.1:9000\nmqtt: off\ndata: /from/file\n"), 0o600)
+	os.WriteFile(file, []byte("http: 127.0.0.1:9000\nmqtt: off\ndata: /from/file\nmqtt-max-clients: 500\n"), 0o600)
 	c := Defaults()
 	if err := c.LoadFile(file); err != nil {
 		t.Fatal(err)
@@ -23,7 +23,7 @@ func TestPrecedenceFileThenEnv(t *testing.T) {
 	if err := c.Finish(); err != nil {
 		t.Fatal(err)
 	}
-	if c.HTTP != "127.0.0.1:9000" || c.MQTT != Off || c.DataDir != "/from/env" || c.AdminKey != "0123456789abcdef" {
+	if c.HTTP != "127.0.0.1:9000" || c.MQTT != Off || c.DataDir != "/from/env" || c.AdminKey != "0123456789abcdef" || c.MQTTMaxClients != 500 {
 		t.Fatalf("got %+v", c)
 	}
 	if r := c.Redacted(); strings.Contains(r, "0123456789abcdef") || !strings.Contains(r, "admin-key: <set, hidden>") {
@@ -43,6 +43,8 @@ func TestInvalid(t *testing.T) {
 		{"bad http", func(c *Config) { c.HTTP = "8080" }, "--http"},
 		{"bad port", func(c *Config) { c.MQTT = ":nope" }, "bad port"},
 		{"level", func(c *Config) { c.LogLevel = "loud" }, "--log-level"},
+		{"max clients", func(c *Config) { c.MQTTMaxClientsText = "-1" }, "--mqtt-max-clients"},
+		{"max clients text", func(c *Config) { c.MQTTMaxClientsText = "many" }, "--mqtt-max-clients"},
 		{"format", func(c *Config) { c.LogFormat = "xml" }, "--log-format"},
 		{"empty data", func(c *Config) { c.DataDir = "" }, "--data"},
 		{"short key", func(c *Config) { c.AdminKey = "short" }, "16 characters"},

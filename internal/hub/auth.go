@@ -43,13 +43,7 @@ func (h *Hub) connect(cl *mqtt.Client, pk packets.Packet) packets.Code {
 	}
 	username := string(pk.Connect.Username)
 	if r := h.route(username); r != nil {
-		sess.Username = username
-		cl.ID = h.sessions.provisioningScopedID(sess.ClientID) // before mochi shares cl
-		if h.sessions.register(&conn{cl: cl, sess: sess, route: r}, 0) != registered {
-			return packets.ErrServerUnavailable
-		}
-		h.log.Debug("provisioning session opened", "client", truncate(sess.ClientID), "remote", sess.RemoteAddr, "listener", sess.Listener)
-		return packets.CodeSuccess
+		return h.connectProvisioning(cl, sess, r)
 	}
 
 	host := hostOf(sess.RemoteAddr)
@@ -102,25 +96,69 @@ func (h *Hub) connect(cl *mqtt.Client, pk packets.Packet) packets.Code {
 			CredentialType: cred.Type,
 		}}
 		cl.ID = deviceScopedID(dev.ID, sess.ClientID) // before mochi shares cl
-		switch h.sessions.register(c, seq0) {
+		switch res := h.sessions.register(c, seq0); res {
 		case registered:
 			h.log.Debug("device connected", "client", truncate(sess.ClientID), "remote", sess.RemoteAddr, "device", dev.ID, "credentials", cred.Type)
 			return packets.CodeSuccess
+		case changed:
+			continue
 		case closing:
 			return packets.ErrServerUnavailable
+		default:
+			return h.refuseForCapacity(res, sess)
 		}
 	}
 	return packets.ErrServerUnavailable
 }
 
-// findCredential finds the active credential a CONNECT presents, the way
-// ThingsBoard does:
+// connectProvisioning opens a provisioning session: no credentials, but a
+// bounded keep-alive and lifetime, and caps on how many such sessions
+// there are, in all and per source.
+func (h *Hub) connectProvisioning(cl *mqtt.Client, sess Session, r *ProvisioningRoute) packets.Code {
+	sess.Username = r.Username
+	cl.ID = h.sessions.provisioningScopedID(sess.ClientID) // before mochi shares cl
+	// mochi applies cl.State.Keepalive (the read deadline) once OnConnect
+	// returns, and puts it in the CONNACK's Server Keep Alive when
+	// ServerKeepalive is set (MQTT 5 only: MQTT 3 clients cannot be told,
+	// but the deadline applies to them too). Set before register makes cl
+	// reachable from other goroutines (lifetime timer, Close).
+	if ka := cl.State.Keepalive; ka == 0 || ka > provisioningKeepalive {
+		cl.State.Keepalive = provisioningKeepalive
+		cl.State.ServerKeepalive = true
+	}
+	c := &conn{cl: cl, sess: sess, route: r, source: sourceKey(sess.RemoteAddr)}
+	h.startLifetime(c)
+	switch res := h.sessions.register(c, 0); res {
+	case registered:
+	case closing:
+		c.lifetime.Stop()
+		cl.State.ServerKeepalive = false // not in the refusal
+		return packets.ErrServerUnavailable
+	default:
+		c.lifetime.Stop()
+		cl.State.ServerKeepalive = false
+		return h.refuseForCapacity(res, sess)
+	}
+	h.log.Debug("provisioning session opened", "client", truncate(sess.ClientID), "remote", sess.RemoteAddr, "listener", sess.Listener, "keepalive", cl.State.Keepalive)
+	return packets.CodeSuccess
+}
+
+// findCredential finds the active credential a CONNECT presents:
 //   - a TLS client certificate: X509_CERTIFICATE by the leaf's SHA-256
 //     fingerprint, and nothing else;
-//   - no user name: MQTT_BASIC by client id alone;
-//   - otherwise, in order: MQTT_BASIC (client id, user name), ACCESS_TOKEN
-//     (the user name is the token), MQTT_BASIC (user name alone), MQTT_BASIC
-//     (client id alone).
+//   - no user name: MQTT_BASIC by client id alone, and nothing else;
+//   - a user name, in order: MQTT_BASIC (client id, user name),
+//     ACCESS_TOKEN (the user name is the token), MQTT_BASIC (user name
+//     alone, any client id).
+//
+// The order cannot be ambiguous: the store keeps the MQTT user name space
+// unique among active credentials (registry.Credential.UserKey), so at
+// most one active credential, token or MQTT_BASIC, claims a user name,
+// and the tries above can find at most one credential. A CONNECT with a
+// user name is NEVER taken for a client-id-only MQTT_BASIC credential
+// (unlike ThingsBoard, which falls back to it): a device reconnecting
+// with a revoked token, or any unknown user name, must be refused, not
+// authenticated as whichever device's client id it happens to send.
 //
 // An MQTT_BASIC credential with a password requires it; the first one
 // found decides (a wrong password is not retried as another combination).
@@ -165,9 +203,7 @@ func (h *Hub) findCredential(ctx context.Context, cl *mqtt.Client, pk packets.Pa
 			tries = append(tries, basic(cid, user))
 		}
 		tries = append(tries, try{registry.CredentialAccessToken, secret.LookupHash(user)}, basic("", user))
-		if cid != "" {
-			tries = append(tries, basic(cid, ""))
-		}
+		// No basic(cid, ""): see above.
 	}
 	for _, t := range tries {
 		cred, dev, refusal, err = h.lookup(ctx, t.t, t.key, password)

@@ -139,7 +139,8 @@ func TestMQTTBasicAuth(t *testing.T) {
 		{"missing password", creds{"cid-a", "user-a", ""}, nil},
 		{"other client id", creds{"cid-x", "user-a", "pw-a"}, nil},
 		{"client id alone", creds{"cid-b", "", ""}, cidOnly},
-		{"client id alone, extra user name", creds{"cid-b", "someone", ""}, cidOnly},
+		// A user name is never taken for a client-id-only credential.
+		{"client id alone, extra user name", creds{"cid-b", "someone", ""}, nil},
 		{"client id alone, wrong client id", creds{"cid-bb", "", ""}, nil},
 		{"user name and password, any client id", creds{"whatever", "user-c", "pw-c"}, userPass},
 		{"user name and password, wrong password", creds{"whatever", "user-c", "nope"}, nil},
@@ -168,6 +169,41 @@ func TestMQTTBasicAuth(t *testing.T) {
 				t.Errorf("session user name %q, want %q", s.Username, tc.c.user)
 			}
 		})
+	}
+}
+
+// TestRevokedTokenNotTakenForClientIDDevice: a device whose token was
+// revoked, reconnecting with that token as user name and a client id
+// that happens to be another device's client-id-only MQTT_BASIC
+// credential, is refused, not authenticated as the other device; that
+// other device still connects with its client id and no user name.
+func TestRevokedTokenNotTakenForClientIDDevice(t *testing.T) {
+	e := newEnv(t)
+	tok, _, cred := e.tokenDevice()
+	if _, err := e.store.RevokeCredential(context.Background(), registry.DefaultOrgID, cred.ID); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := e.device(registry.DeviceEnabled, basicCred("shared-cid", "", ""))
+	for _, v := range []byte{3, 4, 5} {
+		want := byte(v3NotAuthorized)
+		if v == 5 {
+			want = v5BadUserNameOrPassword
+		}
+		for _, pass := range [][]byte{nil, []byte("x")} {
+			if code, cl := connectCode(t, e, v, rawConnect{ClientID: "shared-cid", Username: []byte(tok), Password: pass}); code != want {
+				if cl != nil {
+					t.Fatalf("v%d: revoked token authenticated as %s", v, whoIs(t, e, cl).DeviceID)
+				}
+				t.Fatalf("v%d: CONNACK 0x%02x, want 0x%02x", v, code, want)
+			}
+		}
+	}
+	code, cl := connectCode(t, e, 4, rawConnect{ClientID: "shared-cid"})
+	if code != 0 {
+		t.Fatalf("client-id-only device refused: %d", code)
+	}
+	if s := whoIs(t, e, cl); s.DeviceID != other.ID {
+		t.Errorf("authenticated as %s, want %s", s.DeviceID, other.ID)
 	}
 }
 

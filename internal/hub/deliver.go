@@ -3,9 +3,11 @@ package hub
 import (
 	"errors"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -27,29 +29,23 @@ func (h *Hub) deliver(c *conn, topic string, payload []byte, props packets.Prope
 	if c.revoked.Load() || cl.Closed() {
 		return errSessionEnded
 	}
-	// mochi indexes subscriptions by client id (scoped to c's identity,
-	// see deviceScopedID); a taken-over session is closed and its writes
-	// fail.
-	sub, ok := h.srv.Topics.Subscribers(topic).Subscriptions[cl.ID]
+	// The session's own subscriptions, not mochi's topic index: the index
+	// would copy every subscriber of topic (every provisioning session
+	// waiting on the response topic) for each answer. A taken-over
+	// session is closed and its writes fail.
+	qos, ids, ok := ownSubscription(cl.State.Subscriptions, topic)
 	if !ok {
 		h.log.Debug("message dropped: session not subscribed", "client", truncate(cl.ID), "remote", cl.Net.Remote, "topic", truncate(topic))
 		return errNotSubscribed
 	}
 	out := packets.Packet{
-		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: min(sub.Qos, 1, h.srv.Options.Capabilities.MaximumQos)},
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: min(qos, 1, h.srv.Options.Capabilities.MaximumQos)},
 		TopicName:   topic,
 		Payload:     payload,
 		Properties:  props,
 		Created:     time.Now().Unix(),
 	}
-	if len(sub.Identifiers) > 0 { // MQTT 5 subscription identifiers of every matching filter
-		ids := make([]int, 0, len(sub.Identifiers))
-		for _, id := range sub.Identifiers {
-			ids = append(ids, id)
-		}
-		sort.Ints(ids)
-		out.Properties.SubscriptionIdentifier = ids
-	}
+	out.Properties.SubscriptionIdentifier = ids // MQTT 5, of every matching filter
 
 	if out.FixedHeader.Qos > 0 {
 		if cl.State.Inflight.Len() >= int(h.srv.Options.Capabilities.MaximumInflight) {
@@ -75,4 +71,61 @@ func (h *Hub) deliver(c *conn, topic string, payload []byte, props packets.Prope
 		return err
 	}
 	return nil
+}
+
+// ownSubscription merges a client's subscriptions whose filter matches
+// topic, as mochi's topic index would for that client: the highest QoS
+// and the identifiers (MQTT 5) of every matching filter, sorted. It reads
+// only the client's own subscriptions (one for a provisioning session,
+// whose ACL admits only its exact response topic). Shared subscriptions
+// are disabled on the hub and never match.
+func ownSubscription(subs *mqtt.Subscriptions, topic string) (qos byte, ids []int, ok bool) {
+	if subs.Len() == 1 { // the common case: no copy
+		if sub, found := subs.Get(topic); found {
+			if sub.Identifier > 0 {
+				ids = []int{sub.Identifier}
+			}
+			return sub.Qos, ids, true
+		}
+	}
+	for filter, sub := range subs.GetAll() {
+		if !filterMatches(filter, topic) {
+			continue
+		}
+		ok = true
+		qos = max(qos, sub.Qos)
+		if sub.Identifier > 0 {
+			ids = append(ids, sub.Identifier)
+		}
+	}
+	sort.Ints(ids)
+	return qos, ids, ok
+}
+
+// filterMatches reports whether topic filter f matches topic name t
+// (MQTT 3.1.1 section 4.7): "+" matches one level, a final "#" the parent
+// level and every level below it, and wildcards at the first level never
+// match a topic starting with "$".
+func filterMatches(f, t string) bool {
+	if strings.HasPrefix(f, "$share/") || strings.HasPrefix(f, "$SHARE/") {
+		return false
+	}
+	if t == "" || (t[0] == '$' && (strings.HasPrefix(f, "+") || strings.HasPrefix(f, "#"))) {
+		return false
+	}
+	for {
+		fl, frest, fmore := strings.Cut(f, "/")
+		if fl == "#" {
+			return !fmore
+		}
+		tl, trest, tmore := strings.Cut(t, "/")
+		if fl != "+" && fl != tl {
+			return false
+		}
+		if !fmore || !tmore {
+			// "a/#" matches "a" too.
+			return fmore == tmore || (fmore && frest == "#")
+		}
+		f, t = frest, trest
+	}
 }

@@ -150,6 +150,15 @@ func (k *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 // answer runs a provisioning request through its route and sends the
 // answer to the requesting session alone.
 func (h *Hub) answer(c *conn, pk packets.Packet) {
+	if !c.beginRequest() {
+		h.log.Debug("provisioning request dropped: session lifetime over", "client", truncate(c.sess.ClientID), "remote", c.sess.RemoteAddr)
+		return
+	}
+	defer func() {
+		if c.endRequest() {
+			h.expire(c)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(h.ctx, h.opts.HandleTimeout)
 	defer cancel()
 	resp := c.route.Handle(ctx, c.sess, pk.Payload)
@@ -168,21 +177,25 @@ func (h *Hub) answer(c *conn, pk packets.Packet) {
 
 // OnDisconnect forgets the session. Provisioning sessions are never kept
 // for a later reconnection, even when the client asked for it: mochi's
-// state for them (subscription, unacknowledged answers) is dropped here.
+// state for them (subscription, unacknowledged answers) is dropped here
+// (mochi drops it again, harmlessly, after a clean session).
 func (k *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	h := k.h
-	c := h.sessions.unregister(cl)
+	c := h.sessions.lookup(cl)
 	if c == nil {
 		return
 	}
-	if c.route != nil && !expire {
+	if c.route != nil {
 		// The client id is this connection's own (see deviceScopedID).
+		// Done before the session is forgotten, so that once
+		// ConnectedSessions no longer counts it mochi keeps nothing of it.
 		h.srv.UnsubscribeClient(cl)
 		cl.ClearInflights()
 		if cur, ok := h.srv.Clients.Get(cl.ID); ok && cur == cl {
 			h.srv.Clients.Delete(cl.ID)
 		}
 	}
+	h.sessions.unregister(cl)
 	h.log.Debug("session closed", "client", truncate(c.sess.ClientID), "remote", c.sess.RemoteAddr, "error", err)
 }
 

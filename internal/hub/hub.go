@@ -12,6 +12,14 @@
 // with HandleDeviceTopic. Retained messages and last wills are never
 // delivered.
 //
+// Provisioning sessions need no credentials, so they are bounded instead:
+// a keep-alive of at most 60 s, a lifetime
+// (Options.ProvisioningSessionLifetime), and caps on how many there are in
+// all and per source (Options.MaxProvisioningSessions,
+// Options.MaxProvisioningSessionsPerHost). Options.MaxClients caps all
+// sessions. CONNECTs refused for capacity are counted by
+// RefusedConnections.
+//
 // Client ids are scoped by identity: a CONNECT reusing a client id takes
 // over (and may resume) only a session of the same device. Two devices
 // that share a client id stay connected side by side, as on ThingsBoard,
@@ -29,6 +37,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -44,7 +53,33 @@ const (
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultHandleTimeout  = 30 * time.Second
 	DefaultSessionExpiry  = time.Hour
+
+	// DefaultProvisioningSessionLifetime is how long a provisioning
+	// session may stay connected: connecting, subscribing, sending a
+	// request and getting the answer take well under a second, and this
+	// leaves room for a slow store (a request handled within
+	// DefaultHandleTimeout still gets its answer) and for a few retries.
+	DefaultProvisioningSessionLifetime = 2 * time.Minute
+	// DefaultMaxProvisioningSessions caps concurrent provisioning
+	// sessions: far more than provisioning ever needs at once (sessions
+	// last about a second), far fewer than the file descriptors a server
+	// has, so that a flood of them cannot lock devices out.
+	DefaultMaxProvisioningSessions = 10_000
+	// DefaultMaxProvisioningSessionsPerHost caps the concurrent
+	// provisioning sessions of one source (an IPv4 address or an IPv6
+	// /64). Devices behind one NAT, e.g. a factory line, share an address
+	// and provision in bursts; as a session lasts about a second, 256 of
+	// them at once is a burst of hundreds of devices per second, while one
+	// host alone can take at most 1/40 of DefaultMaxProvisioningSessions.
+	// Devices refused over it get a "try later" code (see
+	// MaxProvisioningSessionsPerHost) and retry.
+	DefaultMaxProvisioningSessionsPerHost = 256
 )
+
+// provisioningKeepalive is the longest keep-alive, in seconds, a
+// provisioning session gets; one asking for none or more is given it
+// (MQTT 5 clients are told in the CONNACK's Server Keep Alive).
+const provisioningKeepalive = 60
 
 // DeviceTopicPrefix is the root of the ThingsBoard device API: a device
 // session may publish and subscribe only below it, and what it publishes
@@ -70,8 +105,36 @@ type Options struct {
 	// MaxPacketSize caps an incoming packet, in bytes (DefaultMaxPacketSize
 	// when 0).
 	MaxPacketSize uint32
-	// MaxClients caps concurrent connections; 0 means no limit.
+	// MaxClients caps concurrent sessions, devices and provisioning
+	// sessions together; 0 means no limit. A CONNECT over it is refused
+	// with MQTT 5 reason 0x89 (server busy), MQTT 3 return code 3 (server
+	// unavailable), and counted as RefusedMaxClients. A device taking over
+	// its own live session (same client id) is let in: it replaces that
+	// session. Connections that have not sent their CONNECT yet are not
+	// counted; ConnectTimeout bounds how long they stay.
 	MaxClients int
+	// MaxProvisioningSessions caps concurrent provisioning sessions. When
+	// 0 it is DefaultMaxProvisioningSessions, but at most half of
+	// MaxClients when that is set, so that a flood of provisioning
+	// sessions leaves room for devices; negative means no cap. A CONNECT
+	// over it is refused with MQTT 5 reason 0x89 (server busy), MQTT 3
+	// return code 3, and counted as RefusedProvisioningSessions.
+	MaxProvisioningSessions int
+	// MaxProvisioningSessionsPerHost caps the concurrent provisioning
+	// sessions of one source: an IPv4 address, or an IPv6 /64 (one host
+	// usually holds a whole /64). When 0 it is
+	// DefaultMaxProvisioningSessionsPerHost (at most the provisioning
+	// cap); negative means no cap. Raise it for sites that provision more
+	// devices at once behind one NAT. A CONNECT over it is refused with
+	// MQTT 5 reason 0x97 (quota exceeded), MQTT 3 return code 3, and
+	// counted as RefusedProvisioningSessionsPerHost.
+	MaxProvisioningSessionsPerHost int
+	// ProvisioningSessionLifetime is how long a provisioning session may
+	// stay connected (DefaultProvisioningSessionLifetime when 0 or
+	// negative). Then the hub disconnects it (MQTT 5: DISCONNECT with
+	// reason 0xA0, maximum connect time), once the answer to a request
+	// being handled, if any, is sent.
+	ProvisioningSessionLifetime time.Duration
 	// ConnectTimeout is how long a new connection may take to send its
 	// CONNECT (DefaultConnectTimeout when 0).
 	ConnectTimeout time.Duration
@@ -154,6 +217,10 @@ type Hub struct {
 
 	sessions sessions
 	audits   auditDedupe
+	refused  map[RefusalReason]*atomic.Uint64 // read-only after New
+	// refusalLogs keeps capacity refusals, which come in floods, to one
+	// log line a minute per reason and source.
+	refusalLogs auditDedupe
 
 	// handling is read-held by every handler call; Close write-locks it to
 	// let the calls in progress finish (their answers are still sent) and
@@ -220,13 +287,30 @@ func New(opts Options) (*Hub, error) {
 	if opts.MaxClients < 0 {
 		return nil, fmt.Errorf("hub: MaxClients %d is negative", opts.MaxClients)
 	}
+	if opts.ProvisioningSessionLifetime <= 0 {
+		opts.ProvisioningSessionLifetime = DefaultProvisioningSessionLifetime
+	}
+	if opts.MaxProvisioningSessions == 0 {
+		opts.MaxProvisioningSessions = DefaultMaxProvisioningSessions
+		if opts.MaxClients > 0 {
+			opts.MaxProvisioningSessions = min(opts.MaxProvisioningSessions, max(opts.MaxClients/2, 1))
+		}
+	}
+	if opts.MaxProvisioningSessionsPerHost == 0 {
+		opts.MaxProvisioningSessionsPerHost = DefaultMaxProvisioningSessionsPerHost
+		if opts.MaxProvisioningSessions > 0 {
+			opts.MaxProvisioningSessionsPerHost = min(opts.MaxProvisioningSessionsPerHost, opts.MaxProvisioningSessions)
+		}
+	}
 	log := opts.Logger.With("component", "hub")
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = opts.MaxPacketSize
-	if opts.MaxClients > 0 {
-		caps.MaximumClients = int64(opts.MaxClients)
-	}
+	// MaxClients is enforced by the hub (sessions.register), not by mochi:
+	// mochi's own check runs before the hooks (so its refusals could not
+	// be counted), is racy under concurrent CONNECTs (it counts sessions
+	// only once they are established) and would refuse a device taking
+	// over its own session.
 	caps.MaximumSessionExpiryInterval = uint32(min(opts.SessionExpiry/time.Second, math.MaxUint32-1))
 	// The hub never advertises topic aliases, so compliant clients do not
 	// use them; refusing them bounds what a client can make the broker keep.
@@ -242,7 +326,15 @@ func New(opts Options) (*Hub, error) {
 		stop:    make(chan struct{}),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
-	h.sessions.init()
+	h.sessions.init(sessionLimits{
+		total:       max(opts.MaxClients, 0),
+		prov:        max(opts.MaxProvisioningSessions, 0),
+		provPerHost: max(opts.MaxProvisioningSessionsPerHost, 0),
+	})
+	h.refused = make(map[RefusalReason]*atomic.Uint64)
+	for _, r := range RefusalReasons() {
+		h.refused[r] = new(atomic.Uint64)
+	}
 	h.conns.set = make(map[net.Conn]struct{})
 	h.srv = mqtt.New(&mqtt.Options{
 		Capabilities: caps,

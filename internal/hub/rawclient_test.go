@@ -31,13 +31,24 @@ type rawConnect struct {
 	Clean    bool
 	Will     *packets.Packet // topic and payload of a last will
 	Props    packets.Properties
+	// Keepalive is the keep-alive asked for, in seconds; nil asks 30.
+	Keepalive *uint16
+	// From is the local IP address to connect from (e.g. 127.0.0.2 for
+	// another source); empty lets the system choose.
+	From string
 }
+
+func keepalive(s uint16) *uint16 { return &s }
 
 // dialRaw connects and sends a CONNECT in protocol version v (3, 4 or 5),
 // returning the client and the CONNACK.
 func dialRaw(t *testing.T, addr string, v byte, rc rawConnect) (*rawClient, packets.Packet) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, waitLimit)
+	d := net.Dialer{Timeout: waitLimit}
+	if rc.From != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(rc.From)}
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
@@ -61,6 +72,9 @@ func dialRaw(t *testing.T, addr string, v byte, rc rawConnect) (*rawClient, pack
 			Password:         rc.Password,
 			PasswordFlag:     rc.Password != nil,
 		},
+	}
+	if rc.Keepalive != nil {
+		pk.Connect.Keepalive = *rc.Keepalive
 	}
 	if rc.Will != nil {
 		pk.Connect.WillFlag = true

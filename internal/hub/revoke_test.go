@@ -82,7 +82,7 @@ func TestRevocationDisconnects(t *testing.T) {
 // credential lookup and its registration is not missed.
 func TestRevocationDuringLookup(t *testing.T) {
 	var s sessions
-	s.init()
+	s.init(sessionLimits{})
 	c := &conn{dev: &DeviceSession{DeviceID: "dev-1", CredentialID: "cred-1"}}
 	seq0 := s.snapshot()
 	s.mu.Lock()

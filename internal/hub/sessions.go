@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 
@@ -21,6 +22,14 @@ type conn struct {
 	revoked    atomic.Bool // from then on the ACL refuses everything
 	aclAudited atomic.Bool // one audit event per session for refused topics
 	closedSeen bool        // janitor: seen closed once (guarded by sessions.mu)
+
+	// Provisioning sessions only: the source their per-host cap counts
+	// (see sourceKey), and their lifetime (see startLifetime).
+	source   string
+	lifetime *time.Timer
+	mu       sync.Mutex
+	handling bool // a request is being handled (guarded by mu)
+	expired  bool // the lifetime is over (guarded by mu)
 }
 
 // Client ids are scoped by identity. mochi keys sessions (takeover, kept
@@ -49,14 +58,27 @@ type sessions struct {
 	devices  int
 	provSeq  atomic.Uint64 // numbers provisioning sessions' client ids
 
+	limits       sessionLimits
+	provisioning int            // live provisioning sessions
+	provByHost   map[string]int // live provisioning sessions by sourceKey
+
 	// seq counts the changes received; recent[n%recentChanges] is change n.
 	seq    uint64
 	recent [recentChanges]registry.Change
 }
 
-func (s *sessions) init() {
+// sessionLimits caps live sessions; 0 means no cap.
+type sessionLimits struct {
+	total       int // every session (Options.MaxClients)
+	prov        int // provisioning sessions
+	provPerHost int // provisioning sessions per sourceKey
+}
+
+func (s *sessions) init(l sessionLimits) {
 	s.live = make(map[*mqtt.Client]*conn)
 	s.byDevice = make(map[string]map[*conn]struct{})
+	s.provByHost = make(map[string]int)
+	s.limits = l
 }
 
 // snapshot returns the change count, to pass to register after a lookup.
@@ -74,15 +96,32 @@ const (
 	// credential or device just looked up; look it up again.
 	changed
 	closing
+	// Capacity refusals (see capacityRefusal).
+	overMaxClients
+	overProvisioning
+	overProvisioningPerHost
 )
 
-// register records c unless the hub is closing or a change received since
-// snapshot seq0 may concern it.
+// register records c unless the hub is closing, a change received since
+// snapshot seq0 may concern it, or a cap is reached. The caps are checked
+// here, under the lock that adds the session, so that concurrent CONNECTs
+// cannot overshoot them.
 func (s *sessions) register(c *conn, seq0 uint64) registerResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return closing
+	}
+	if s.limits.total > 0 && len(s.live) >= s.limits.total && !s.takesOverLocked(c) {
+		return overMaxClients
+	}
+	if c.route != nil {
+		if s.limits.prov > 0 && s.provisioning >= s.limits.prov {
+			return overProvisioning
+		}
+		if s.limits.provPerHost > 0 && s.provByHost[c.source] >= s.limits.provPerHost {
+			return overProvisioningPerHost
+		}
 	}
 	if c.dev != nil && s.seq != seq0 {
 		if s.seq-seq0 > recentChanges {
@@ -103,8 +142,27 @@ func (s *sessions) register(c *conn, seq0 uint64) registerResult {
 		set[c] = struct{}{}
 		s.devices++
 	}
+	if c.route != nil {
+		s.provisioning++
+		s.provByHost[c.source]++
+	}
 	s.live[c.cl] = c
 	return registered
+}
+
+// takesOverLocked reports whether device session c takes over a live
+// session of the same device and client id, which mochi is about to end:
+// the number of sessions does not grow.
+func (s *sessions) takesOverLocked(c *conn) bool {
+	if c.dev == nil {
+		return false
+	}
+	for o := range s.byDevice[c.dev.DeviceID] {
+		if o.cl.ID == c.cl.ID {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *sessions) lookup(cl *mqtt.Client) *conn {
@@ -136,6 +194,17 @@ func (s *sessions) removeLocked(cl *mqtt.Client) *conn {
 			}
 		}
 		s.devices--
+	}
+	if c.route != nil {
+		s.provisioning--
+		if n := s.provByHost[c.source] - 1; n > 0 {
+			s.provByHost[c.source] = n
+		} else {
+			delete(s.provByHost, c.source)
+		}
+		if c.lifetime != nil {
+			c.lifetime.Stop()
+		}
 	}
 	return c
 }

@@ -57,6 +57,29 @@ func (m *Metrics) GaugeFunc(name, help string, fn func() float64) {
 	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, fn))
 }
 
+// CounterFunc registers a counter with one label whose values, one per label
+// value, are read from fn at scrape time (counts kept by another package).
+func (m *Metrics) CounterFunc(name, help, label string, values []string, fn func(value string) float64) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(&labelledCounterFunc{desc: prometheus.NewDesc(name, help, []string{label}, nil), values: values, fn: fn})
+}
+
+type labelledCounterFunc struct {
+	desc   *prometheus.Desc
+	values []string
+	fn     func(string) float64
+}
+
+func (c *labelledCounterFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *labelledCounterFunc) Collect(ch chan<- prometheus.Metric) {
+	for _, v := range c.values {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, c.fn(v), v)
+	}
+}
+
 // Handler serves the registry in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})

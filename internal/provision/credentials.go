@@ -45,6 +45,11 @@ type IssuedCredentials struct {
 	Certificate string
 }
 
+// ReservedUserName is the MQTT user name ThingsBoard devices provision with.
+// No credential may claim it as its token or user name: the hub treats every
+// CONNECT with it as a provisioning session.
+const ReservedUserName = "provision"
+
 // Limits on device-supplied credential fields.
 const (
 	maxTokenLen   = 255
@@ -71,6 +76,8 @@ func BuildCredential(r CredentialsRequest, defaultType registry.CredentialType, 
 			tok = secret.Generate(secret.TokenLength)
 		} else if err := checkField("token", tok, minTokenLen, maxTokenLen); err != nil {
 			return c, out, err
+		} else if tok == ReservedUserName {
+			return c, out, fmt.Errorf("%w: token %q is reserved for provisioning", ErrBadCredentials, tok)
 		}
 		c.LookupKey = secret.LookupHash(tok)
 		out.Token = tok
@@ -88,6 +95,9 @@ func BuildCredential(r CredentialsRequest, defaultType registry.CredentialType, 
 		}
 		if cid == "" && user == "" {
 			return c, out, fmt.Errorf("%w: MQTT_BASIC needs a clientId or a username", ErrBadCredentials)
+		}
+		if user == ReservedUserName {
+			return c, out, fmt.Errorf("%w: username %q is reserved for provisioning", ErrBadCredentials, user)
 		}
 		if user == "" && pass != "" {
 			return c, out, fmt.Errorf("%w: MQTT_BASIC password given without a username", ErrBadCredentials)

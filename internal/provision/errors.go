@@ -30,7 +30,10 @@ const (
 	ReasonNotPreProvisioned Reason = "not-pre-provisioned"
 	// The device exists but is disabled.
 	ReasonDeviceDisabled Reason = "device-disabled"
-	// The request could not be served: store unavailable, too much contention.
+	// Concurrent requests for the same device kept changing it (on other
+	// nodes); the device should retry.
+	ReasonBusy Reason = "busy"
+	// The request could not be served: the store is unavailable.
 	ReasonInternal Reason = "internal"
 )
 

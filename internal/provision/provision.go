@@ -67,6 +67,8 @@ type Service struct {
 	// dummyHash is verified against when the key is unknown, so that the
 	// answer takes as long as for a known key with a wrong secret.
 	dummyHash string
+	devices   keyLock
+	audits    auditSuppressor
 }
 
 // New returns a Service.
@@ -82,6 +84,7 @@ func New(o Options) *Service {
 		s.now = time.Now
 	}
 	s.dummyHash = secret.Hash(secret.Generate(secret.TokenLength))
+	s.audits = auditSuppressor{window: time.Minute, max: 10_000}
 	return s
 }
 
@@ -111,6 +114,9 @@ func (s *Service) Provision(ctx context.Context, req Request) (*Result, error) {
 	)
 	profile, err = s.attest(ctx, req)
 	if err == nil {
+		// Identical requests on this node wait for each other; those of
+		// other nodes are caught by the store's version check, and retried.
+		unlock := s.devices.lock(profile.ID + "\n" + strings.TrimSpace(req.DeviceName))
 		for attempt := 1; ; attempt++ {
 			res, err = s.decideAndCommit(ctx, profile, req)
 			var ce *registry.ConflictError
@@ -120,12 +126,16 @@ func (s *Service) Provision(ctx context.Context, req Request) (*Result, error) {
 			// Someone wrote the same device between our read and our commit:
 			// decide again on what is there now.
 		}
+		unlock()
 	}
 	result := "success"
 	if err != nil {
 		var ce *registry.ConflictError
-		if errors.As(err, &ce) && ce.What == "credential" {
+		switch {
+		case errors.As(err, &ce) && ce.What == "credential":
 			err = &Error{Reason: ReasonCredentialsTaken, Msg: "these credentials are already used by another device", Err: err}
+		case errors.As(err, &ce) && ce.What == "device":
+			err = &Error{Reason: ReasonBusy, Msg: "other requests for this device keep changing it; retry", Err: err}
 		}
 		var pe *Error
 		if !errors.As(err, &pe) {
@@ -134,9 +144,7 @@ func (s *Service) Provision(ctx context.Context, req Request) (*Result, error) {
 			pe = err.(*Error)
 		}
 		result = string(pe.Reason)
-		if pe.Reason == ReasonBadKeyOrSecret {
-			s.limiter.Fail(req.Source, s.now())
-		}
+		s.countFailure(req.Source, pe.Reason)
 		s.auditFailure(ctx, req, profile, pe)
 	}
 	s.metrics.ObserveProvision(req.Dialect, result, s.now().Sub(start))
@@ -227,9 +235,27 @@ func (s *Service) decideAndCommit(ctx context.Context, p *registry.Profile, req 
 	return &Result{Device: *c.Device, Credentials: issued, Reprovisioned: reprovisioned}, nil
 }
 
-// auditFailure records a refusal. A failure to write the audit event is
-// logged, not returned: the device's answer does not depend on it.
+// countFailure feeds the failure limiter with the refusals a source can
+// cause at will: guessed secrets and malformed requests.
+func (s *Service) countFailure(source string, r Reason) {
+	if r == ReasonBadKeyOrSecret || r == ReasonBadRequest {
+		s.limiter.Fail(source, s.now())
+	}
+}
+
+// auditFailure records a refusal. A source that is being slowed down gets
+// at most one event a minute per reason (the next says how many it stands
+// for), so that a flood cannot fill the disk or hog the writer. A failure to
+// write the event is logged, not returned: the answer does not depend on it.
 func (s *Service) auditFailure(ctx context.Context, req Request, p *registry.Profile, e *Error) {
+	now := s.now()
+	folded := 0
+	if s.limiter.Delay(req.Source, now) > 0 {
+		var write bool
+		if write, folded = s.audits.admit(req.Source, string(e.Reason), now); !write {
+			return
+		}
+	}
 	ev := registry.AuditEvent{
 		OrgID: registry.DefaultOrgID, Time: s.now().UTC(), Actor: "device", Action: "provision",
 		Result: string(e.Reason), Source: req.Source, Dialect: req.Dialect,
@@ -240,6 +266,9 @@ func (s *Service) auditFailure(ctx context.Context, req Request, p *registry.Pro
 	}
 	if req.DeviceName != "" && e.Reason != ReasonBadRequest {
 		ev.Detail = fmt.Sprintf("device %q: %s", req.DeviceName, e.Msg)
+	}
+	if folded > 0 {
+		ev.Detail += fmt.Sprintf(" (and %d more such refusals from this source in the last minute, not recorded one by one)", folded)
 	}
 	s.log.InfoContext(ctx, "provisioning refused", "dialect", req.Dialect, "source", req.Source, "reason", e.Reason, "detail", ev.Detail)
 	if err := s.store.AppendAudit(context.WithoutCancel(ctx), ev); err != nil {
@@ -252,6 +281,7 @@ func (s *Service) auditFailure(ctx context.Context, req Request, p *registry.Pro
 // audited and counted like any other refusal. It returns the *Error to encode.
 func (s *Service) Refuse(ctx context.Context, req Request, reason Reason, msg string) *Error {
 	e := refuse(reason, "%s", msg)
+	s.countFailure(req.Source, reason)
 	s.auditFailure(ctx, req, nil, e)
 	s.metrics.ObserveProvision(req.Dialect, string(reason), 0)
 	return e

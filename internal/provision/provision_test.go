@@ -3,6 +3,7 @@ package provision_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -45,10 +46,18 @@ func TestWrongSecretsSlowTheSourceDown(t *testing.T) {
 	if lim.Delay("198.51.100.7", time.Now()) == 0 {
 		t.Fatal("a source with repeated wrong secrets is not slowed down")
 	}
-	// Failures that are not guesses (a taken name) do not count.
-	for range 5 {
-		svc.Provision(ctx, provision.Request{Source: "198.51.100.8", ProvisionKey: "key", ProvisionSecret: "secret", DeviceName: ""})
-		svc.Provision(ctx, provision.Request{Source: "198.51.100.8", ProvisionKey: "key", ProvisionSecret: "secret", DeviceName: "bad\x01"})
+	// Malformed requests count too: a client that keeps sending them is broken or hostile.
+	for range 4 {
+		svc.Refuse(ctx, provision.Request{Source: "198.51.100.9"}, provision.ReasonBadRequest, "not JSON")
+	}
+	if lim.Delay("198.51.100.9", time.Now()) == 0 {
+		t.Fatal("a source of malformed requests is not slowed down")
+	}
+	// Failures that are not guesses (credentials in use) do not count.
+	tok := provision.CredentialsRequest{Type: registry.CredentialAccessToken, Token: "shared-token-1"}
+	for i := range 6 {
+		svc.Provision(ctx, provision.Request{Source: "198.51.100.8", ProvisionKey: "key", ProvisionSecret: "secret",
+			DeviceName: fmt.Sprint("legit-", i), Credentials: tok})
 	}
 	if d := lim.Delay("198.51.100.8", time.Now()); d != 0 {
 		t.Fatalf("a source with legitimate failures is delayed by %v", d)

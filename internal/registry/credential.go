@@ -1,6 +1,10 @@
 package registry
 
-import "time"
+import (
+	"time"
+
+	"github.com/zerotouch/zerotouch/internal/secret"
+)
 
 // CredentialType names a kind of device credential, spelled as ThingsBoard does.
 type CredentialType string
@@ -54,6 +58,23 @@ type Credential struct {
 	Status      CredentialStatus `json:"status"`
 	CreatedAt   time.Time        `json:"createdAt"`
 	RevokedAt   *time.Time       `json:"revokedAt,omitempty"`
+}
+
+// UserKey is the MQTT user name this credential claims, hashed: the token of
+// an ACCESS_TOKEN (devices send it as the user name), the user name of an
+// MQTT_BASIC credential that has one; empty otherwise. Tokens and user names
+// share one name space: stores keep UserKey unique among active credentials
+// (a clash is ConflictError{What: "credential"}), so a CONNECT's user name
+// designates at most one credential and no device can register another's
+// user name as its token.
+func (c *Credential) UserKey() string {
+	switch {
+	case c.Type == CredentialAccessToken:
+		return c.LookupKey // already secret.LookupHash(token)
+	case c.Type == CredentialMQTTBasic && c.Username != "":
+		return secret.LookupHash(c.Username)
+	}
+	return ""
 }
 
 // MQTTBasicLookupKey is the LookupKey of an MQTT_BASIC credential. Either

@@ -56,8 +56,12 @@ type Profile struct {
 	// no credentials of its own: CredentialAccessToken or CredentialMQTTBasic.
 	DefaultCredentialType CredentialType    `json:"defaultCredentialsType"`
 	ReprovisionPolicy     ReprovisionPolicy `json:"reprovisionPolicy"`
-	CreatedAt             time.Time         `json:"createdAt"`
-	UpdatedAt             time.Time         `json:"updatedAt"`
+	// Version increases with every write. UpdateProfile applies only if the
+	// stored version still equals it (optimistic concurrency: a PATCH racing
+	// a secret rotation must not write the old secret back).
+	Version   int64     `json:"version"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 // Limits on names and free text, shared by every entry point.

@@ -30,8 +30,9 @@ var (
 // ConflictError says which uniqueness rule a write broke. It matches ErrConflict.
 type ConflictError struct {
 	// What collided: "device" (name taken or version changed), "profile" (name
-	// or provision key taken), "credential" (lookup key in use by another
-	// active credential), "apikey".
+	// or provision key taken, or version changed), "credential" (lookup key or
+	// MQTT user name in use by another active credential), "apikey" (hash
+	// taken, or the organisation's last admin key).
 	What string
 	// Detail is a human sentence, safe to show to an operator.
 	Detail string

@@ -35,7 +35,9 @@ type Store interface {
 	// ListProfiles returns profiles ordered by name; next is the cursor of
 	// the following page, empty on the last page.
 	ListProfiles(ctx context.Context, orgID string, opts ListOptions) (profiles []Profile, next string, err error)
-	// UpdateProfile replaces every mutable field of the profile with p's.
+	// UpdateProfile replaces every mutable field of the profile with p's,
+	// provided the stored Version equals p.Version (else
+	// ConflictError{What: "profile"}); on success p.Version is incremented.
 	UpdateProfile(ctx context.Context, p *Profile) error
 	// DeleteProfile fails with a *ConflictError while devices still use it.
 	DeleteProfile(ctx context.Context, orgID, id string) error
@@ -85,6 +87,8 @@ type Store interface {
 	// GetAPIKeyByHash finds a key in any organisation.
 	GetAPIKeyByHash(ctx context.Context, hash string) (*APIKey, error)
 	ListAPIKeys(ctx context.Context, orgID string) ([]APIKey, error)
+	// DeleteAPIKey refuses (ConflictError{What: "apikey"}) to delete the
+	// organisation's last admin key, atomically with the deletion.
 	DeleteAPIKey(ctx context.Context, orgID, id string) error
 
 	// Ping checks the store is reachable (for /healthz).

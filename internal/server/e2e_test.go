@@ -15,6 +15,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/zerotouch/zerotouch/internal/config"
+	"github.com/zerotouch/zerotouch/internal/provision"
 )
 
 const testAdminKey = "test-admin-key-0123456789"
@@ -41,7 +42,10 @@ func startNode(t testing.TB, dataDir string) *node {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	srv, err := Start(context.Background(), cfg, log, io.Discard)
+	// The tests send dozens of refusals from 127.0.0.1: a limiter that lets
+	// them through (its own behaviour is tested in internal/provision).
+	lenient := &provision.FailureLimiter{Burst: 1 << 20, Leak: time.Second, Base: time.Millisecond, Max: time.Millisecond, MaxSources: 16}
+	srv, err := Start(context.Background(), cfg, Options{Logger: log, Banner: io.Discard, Limiter: lenient})
 	if err != nil {
 		t.Fatalf("start server: %v", err)
 	}

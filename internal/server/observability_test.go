@@ -38,6 +38,7 @@ func TestHealthAndMetrics(t *testing.T) {
 		`zerotouch_provision_attempts_total{dialect="thingsboard",result="bad-key-or-secret"} 1`,
 		`zerotouch_provision_duration_seconds_count{dialect="thingsboard"} 2`,
 		"zerotouch_connected_devices 1",
+		`zerotouch_mqtt_refused_connections_total{reason="max-clients"} 0`,
 		"go_goroutines",
 	} {
 		if !strings.Contains(body, want) {

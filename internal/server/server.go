@@ -40,10 +40,22 @@ type Server struct {
 	httpDone chan error
 }
 
+// Options are what a node needs besides its configuration.
+type Options struct {
+	Logger *slog.Logger
+	// Banner receives the generated admin key, the only time it is shown.
+	Banner io.Writer
+	// Limiter slows down sources of failed requests and CONNECTs; nil uses
+	// provision.NewFailureLimiter(). Tests that send many refusals from
+	// 127.0.0.1 give a lenient one.
+	Limiter *provision.FailureLimiter
+}
+
 // Start opens the store, makes sure an admin API key exists (printing a
-// generated one to banner, once), and starts every listener that is not
+// generated one to opts.Banner, once), and starts every listener that is not
 // "off". It returns once all listeners accept connections.
-func Start(ctx context.Context, cfg config.Config, log *slog.Logger, banner io.Writer) (_ *Server, err error) {
+func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err error) {
+	log := opts.Logger
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -64,11 +76,14 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, banner io.W
 	m := metrics.New()
 	// One limiter for every failure a source can cause (wrong provision
 	// secret, refused CONNECT), so guesses on one listener cost on the other.
-	limiter := provision.NewFailureLimiter()
+	limiter := opts.Limiter
+	if limiter == nil {
+		limiter = provision.NewFailureLimiter()
+	}
 	svc := provision.New(provision.Options{Store: s.store, Logger: log, Metrics: m, Limiter: limiter})
 	tb := thingsboard.NewHandler(svc)
 
-	s.hub, err = hub.New(hub.Options{Store: s.store, Changes: changes, Logger: log, Limiter: limiter})
+	s.hub, err = hub.New(hub.Options{Store: s.store, Changes: changes, Logger: log, Limiter: limiter, MaxClients: cfg.MQTTMaxClients})
 	if err != nil {
 		return s, err
 	}
@@ -81,6 +96,12 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, banner io.W
 		},
 	})
 	m.GaugeFunc("zerotouch_connected_devices", "Devices connected to this node's MQTT hub.", func() float64 { return float64(s.hub.ConnectedDevices()) })
+	var reasons []string
+	for _, r := range hub.RefusalReasons() {
+		reasons = append(reasons, string(r))
+	}
+	m.CounterFunc("zerotouch_mqtt_refused_connections_total", "MQTT CONNECTs refused for capacity, by reason.", "reason",
+		reasons, func(reason string) float64 { return float64(s.hub.RefusedConnections(hub.RefusalReason(reason))) })
 	if cfg.MQTT != config.Off {
 		if s.mqttAddr, err = s.hub.ListenTCP("mqtt", cfg.MQTT); err != nil {
 			return s, listenError("MQTT", "--mqtt", cfg.MQTT, err)
@@ -109,7 +130,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, banner io.W
 	}
 	// Only now that every address is bound: a start that fails on a busy
 	// port must not consume the one-time display of a generated key.
-	if err := bootstrapAdminKey(ctx, s.store, cfg.AdminKey, banner); err != nil {
+	if err := bootstrapAdminKey(ctx, s.store, cfg.AdminKey, opts.Banner); err != nil {
 		if httpLn != nil {
 			httpLn.Close()
 		}
@@ -122,9 +143,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, banner io.W
 		s.http = &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			MaxHeaderBytes:    64 << 10,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+			// Bodies are small (a provisioning request, a JSON record); a
+			// client that trickles one must not hold the connection. The
+			// CSV import extends its own deadline.
+			ReadTimeout:    30 * time.Second,
+			IdleTimeout:    2 * time.Minute,
+			MaxHeaderBytes: 64 << 10,
+			ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
 		s.httpDone = make(chan error, 1)
 		go func() { s.httpDone <- s.http.Serve(httpLn) }()

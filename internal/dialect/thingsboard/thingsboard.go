@@ -22,7 +22,7 @@ const Dialect = "thingsboard"
 
 // MQTT names of the provisioning exchange.
 const (
-	ProvisionUsername = "provision"
+	ProvisionUsername = provision.ReservedUserName
 	RequestTopic      = "/provision/request"
 	ResponseTopic     = "/provision/response"
 )

@@ -6,9 +6,51 @@ import (
 	"time"
 
 	"github.com/zerotouch/zerotouch/internal/registry"
+	"github.com/zerotouch/zerotouch/internal/secret"
 )
 
 var credentialTests = []testCase{
+	// Tokens and MQTT basic user names are one name space (Credential.UserKey):
+	// otherwise a device could register another's user name as its token and
+	// be taken for it at CONNECT.
+	{"UserNameSpaceIsShared", func(t *testing.T, s registry.Store) {
+		ctx := t.Context()
+		p := mkProfile(t, s, "p")
+		basic := func(cid, user string) registry.Credential {
+			return registry.Credential{Type: registry.CredentialMQTTBasic, LookupKey: registry.MQTTBasicLookupKey(cid, user),
+				ClientID: cid, Username: user, SecretHash: secretHash, Status: registry.CredentialActive}
+		}
+		victim := mkDevice(t, s, p.ID, "victim", basic("victim-cid", "plant7-gw"))
+		mkDevice(t, s, p.ID, "token-holder", token(secret.LookupHash("tok-in-use")))
+		before := deviceCount(t, s)
+		for _, tt := range []struct {
+			name string
+			cred registry.Credential
+		}{
+			{"token equal to a user name", token(secret.LookupHash("plant7-gw"))},
+			{"user name equal to a token", basic("other-cid", "tok-in-use")},
+			{"same user name, other client id", basic("other-cid", "plant7-gw")},
+		} {
+			c := createCommit(p.ID, "attacker", "")
+			c.Credentials = []registry.Credential{tt.cred}
+			wantConflict(t, s.CommitProvision(ctx, c), "credential", tt.name)
+		}
+		if got := deviceCount(t, s); got != before {
+			t.Fatalf("refused commits wrote devices: %d, want %d", got, before)
+		}
+		// A client-id-only credential claims no user name; the same client id
+		// with another user name is another identity.
+		mkDevice(t, s, p.ID, "cid-only", basic("victim-cid", ""))
+		// Once revoked, the user name is free again.
+		creds, err := s.ListCredentials(ctx, registry.DefaultOrgID, victim.ID)
+		must(t, err, "ListCredentials")
+		_, err = s.RevokeCredential(ctx, registry.DefaultOrgID, creds[0].ID)
+		must(t, err, "RevokeCredential")
+		c := createCommit(p.ID, "successor", "")
+		c.Credentials = []registry.Credential{token(secret.LookupHash("plant7-gw"))}
+		must(t, s.CommitProvision(ctx, c), "CommitProvision after revocation")
+	}},
+
 	{"FieldsRoundTrip", func(t *testing.T, s registry.Store) {
 		ctx := t.Context()
 		p := mkProfile(t, s, "p")

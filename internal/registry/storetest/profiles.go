@@ -42,7 +42,9 @@ var profileTests = []testCase{
 		p.ID = "6f1c2d3e-0000-4000-8000-000000000001"
 		p.CreatedAt = time.Date(2024, 2, 29, 23, 59, 58, 123456789, time.FixedZone("UTC+5", 5*3600))
 		p.UpdatedAt = p.CreatedAt.Add(time.Hour)
+		p.Version = 7 // ignored: a new profile is at version 1
 		want := p
+		want.Version = 1
 		must(t, s.CreateProfile(ctx, &p), "CreateProfile")
 		got, err := s.GetProfile(ctx, registry.DefaultOrgID, want.ID)
 		must(t, err, "GetProfile")
@@ -158,6 +160,123 @@ var profileTests = []testCase{
 		got, err := s.GetProfile(ctx, registry.DefaultOrgID, p.ID)
 		must(t, err, "GetProfile")
 		checkProfile(t, got, &want)
+	}},
+
+	{"VersionStartsAtOneAndIncrements", func(t *testing.T, s registry.Store) {
+		ctx := t.Context()
+		p := mkProfile(t, s, "versioned")
+		if p.Version != 1 {
+			t.Fatalf("CreateProfile wrote back Version %d, want 1", p.Version)
+		}
+		got, err := s.GetProfile(ctx, registry.DefaultOrgID, p.ID)
+		must(t, err, "GetProfile")
+		if got.Version != 1 {
+			t.Fatalf("stored Version %d after create, want 1", got.Version)
+		}
+		for want := int64(2); want <= 4; want++ {
+			p.Description = fmt.Sprintf("write %d", want)
+			must(t, s.UpdateProfile(ctx, p), "UpdateProfile")
+			if p.Version != want {
+				t.Fatalf("UpdateProfile wrote back Version %d, want %d", p.Version, want)
+			}
+			got, err := s.GetProfile(ctx, registry.DefaultOrgID, p.ID)
+			must(t, err, "GetProfile")
+			checkProfile(t, got, p)
+		}
+		got, err = s.GetProfileByProvisionKey(ctx, p.ProvisionKey)
+		must(t, err, "GetProfileByProvisionKey")
+		checkProfile(t, got, p)
+		ps, _, err := s.ListProfiles(ctx, registry.DefaultOrgID, registry.ListOptions{})
+		must(t, err, "ListProfiles")
+		if len(ps) != 1 {
+			t.Fatalf("%d profiles, want 1", len(ps))
+		}
+		checkProfile(t, &ps[0], p)
+	}},
+
+	{"StaleUpdateIsConflict", func(t *testing.T, s registry.Store) {
+		ctx := t.Context()
+		other := mkProfile(t, s, "other")
+		read := mkProfile(t, s, "mine") // what a second writer read, at version 1
+
+		// A first writer rotates the secret: version 2.
+		rotated := *read
+		rotated.ProvisionSecretHash = secretHash + "-rotated"
+		must(t, s.UpdateProfile(ctx, &rotated), "UpdateProfile(rotation)")
+		if rotated.Version != 2 {
+			t.Fatalf("Version after rotation = %d, want 2", rotated.Version)
+		}
+
+		// The second writer, based on version 1, would write the old hash back.
+		cases := []struct {
+			name   string
+			mutate func(p *registry.Profile)
+		}{
+			{"old version", func(p *registry.Profile) { p.Description = "stale" }},
+			{"zero version", func(p *registry.Profile) { p.Version = 0; p.Description = "stale" }},
+			{"future version", func(p *registry.Profile) { p.Version = 3; p.Description = "stale" }},
+			// A stale write is refused as stale, whatever else it would break.
+			{"old version and name taken", func(p *registry.Profile) { p.Name = other.Name }},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				stale := *read
+				tc.mutate(&stale)
+				before := stale
+				wantConflict(t, s.UpdateProfile(ctx, &stale), "profile", "UpdateProfile(stale)")
+				if stale != before {
+					t.Errorf("a failed UpdateProfile changed the caller's profile:\n got %+v\nwant %+v", stale, before)
+				}
+			})
+		}
+		got, err := s.GetProfile(ctx, registry.DefaultOrgID, read.ID)
+		must(t, err, "GetProfile")
+		checkProfile(t, got, &rotated)
+
+		// Based on the current version, the update applies.
+		fresh := *got
+		fresh.Description = "fresh"
+		must(t, s.UpdateProfile(ctx, &fresh), "UpdateProfile(current version)")
+		if fresh.Version != 3 || fresh.ProvisionSecretHash != rotated.ProvisionSecretHash {
+			t.Fatalf("after update: Version %d, hash %q; want 3 and the rotated hash", fresh.Version, fresh.ProvisionSecretHash)
+		}
+	}},
+
+	{"ConcurrentUpdatesOneWins", func(t *testing.T, s registry.Store) {
+		ctx := t.Context()
+		read := mkProfile(t, s, "contended")
+		const n = 8
+		updates := make([]registry.Profile, n)
+		errs := make([]error, n)
+		for i := range updates {
+			updates[i] = *read
+			updates[i].Description = fmt.Sprintf("writer %d", i)
+			updates[i].ProvisionSecretHash = fmt.Sprintf("%s-%d", secretHash, i)
+		}
+		parallel(n, func(i int) { errs[i] = s.UpdateProfile(ctx, &updates[i]) })
+		winner := -1
+		for i, err := range errs {
+			if err == nil {
+				if winner >= 0 {
+					t.Fatalf("writers %d and %d both updated version %d", winner, i, read.Version)
+				}
+				winner = i
+				continue
+			}
+			wantConflict(t, err, "profile", fmt.Sprintf("UpdateProfile(writer %d)", i))
+			if updates[i].Version != read.Version || updates[i].Description != fmt.Sprintf("writer %d", i) {
+				t.Errorf("writer %d failed but its profile was changed: %+v", i, updates[i])
+			}
+		}
+		if winner < 0 {
+			t.Fatalf("none of %d concurrent updates succeeded: %v", n, errs)
+		}
+		if updates[winner].Version != read.Version+1 {
+			t.Fatalf("winner's Version = %d, want %d", updates[winner].Version, read.Version+1)
+		}
+		got, err := s.GetProfile(ctx, registry.DefaultOrgID, read.ID)
+		must(t, err, "GetProfile")
+		checkProfile(t, got, &updates[winner])
 	}},
 
 	{"ListPagination", func(t *testing.T, s registry.Store) {

@@ -26,7 +26,12 @@
 //     Time is set to the time of the write; Since is inclusive.
 //   - API keys need a valid name, a known role and a hash; the hash is
 //     unique across organisations (ConflictError "apikey"). ListAPIKeys is
-//     ordered oldest first.
+//     ordered oldest first. Deleting an organisation's last admin key is a
+//     ConflictError "apikey", decided atomically with the deletion.
+//   - Profiles start at Version 1; UpdateProfile applies only at the stored
+//     version (else ConflictError "profile") and increments it.
+//   - Tokens and MQTT basic user names share one name space
+//     (registry.Credential.UserKey), unique among active credentials.
 //
 // Every subtest gets its own fresh store from newStore.
 package storetest

@@ -92,13 +92,31 @@ func (s *Store) ListAPIKeys(ctx context.Context, orgID string) ([]registry.APIKe
 	return out, nil
 }
 
-// DeleteAPIKey deletes a key of the organisation.
+// DeleteAPIKey deletes a key of the organisation. The check that it is not
+// the organisation's last admin key runs in the writer's transaction, so two
+// concurrent deletions cannot remove every admin key between them.
 func (s *Store) DeleteAPIKey(ctx context.Context, orgID, id string) error {
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM api_keys WHERE org_id = ? AND id = ?`, orgID, id)
-		if err != nil {
+		var role string
+		switch err := tx.QueryRowContext(ctx, `SELECT role FROM api_keys WHERE org_id = ? AND id = ?`, orgID, id).Scan(&role); {
+		case err == sql.ErrNoRows:
+			return fmt.Errorf("delete api key %q: %w", id, registry.ErrNotFound)
+		case err != nil:
 			return fmt.Errorf("delete api key: %w", err)
 		}
-		return checkAffected(res, fmt.Sprintf("delete api key %q", id))
+		if role == registry.RoleAdmin {
+			var others int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM api_keys WHERE org_id = ? AND role = ? AND id <> ?`,
+				orgID, registry.RoleAdmin, id).Scan(&others); err != nil {
+				return fmt.Errorf("delete api key: %w", err)
+			}
+			if others == 0 {
+				return registry.Conflict("apikey", "it is the last admin key of the organisation; create another admin key first")
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM api_keys WHERE org_id = ? AND id = ?`, orgID, id); err != nil {
+			return fmt.Errorf("delete api key: %w", err)
+		}
+		return nil
 	})
 }

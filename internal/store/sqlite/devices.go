@@ -168,10 +168,12 @@ func insertDevice(ctx context.Context, tx *sql.Tx, d *registry.Device) error {
 	return nil
 }
 
+// insertCredential writes c. user_key is derived (registry.Credential.UserKey)
+// and only written: its unique index keeps the MQTT user name space unambiguous.
 func insertCredential(ctx context.Context, tx *sql.Tx, c *registry.Credential) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO credentials (`+credentialCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	_, err := tx.ExecContext(ctx, `INSERT INTO credentials (`+credentialCols+`, user_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		c.OrgID, c.ID, c.DeviceID, c.Type, c.LookupKey, c.ClientID, c.Username, c.SecretHash, c.CertificatePEM,
-		c.Fingerprint, c.Status, toDB(c.CreatedAt), nullTime(c.RevokedAt))
+		c.Fingerprint, c.Status, toDB(c.CreatedAt), nullTime(c.RevokedAt), c.UserKey())
 	if err == nil {
 		return nil
 	}
@@ -179,6 +181,9 @@ func insertCredential(ctx context.Context, tx *sql.Tx, c *registry.Credential) e
 	case uniqueViolation:
 		if strings.Contains(msg, "lookup_key") {
 			return registry.Conflict("credential", fmt.Sprintf("another active %s credential has the same identity", c.Type))
+		}
+		if strings.Contains(msg, "user_key") {
+			return registry.Conflict("credential", "another active credential uses the same MQTT user name (tokens and MQTT user names share one name space)")
 		}
 		return registry.Conflict("credential", fmt.Sprintf("a credential with id %q already exists", c.ID))
 	case foreignKeyViolation:

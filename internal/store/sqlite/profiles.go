@@ -14,13 +14,13 @@ import (
 )
 
 const profileCols = `org_id, id, name, description, strategy, provision_key, provision_secret_hash,
-	default_credential_type, reprovision_policy, created_at, updated_at`
+	default_credential_type, reprovision_policy, version, created_at, updated_at`
 
 func scanProfile(sc scanner) (registry.Profile, error) {
 	var p registry.Profile
 	var created, updated int64
 	err := sc.Scan(&p.OrgID, &p.ID, &p.Name, &p.Description, &p.Strategy, &p.ProvisionKey, &p.ProvisionSecretHash,
-		&p.DefaultCredentialType, &p.ReprovisionPolicy, &created, &updated)
+		&p.DefaultCredentialType, &p.ReprovisionPolicy, &p.Version, &created, &updated)
 	p.CreatedAt, p.UpdatedAt = fromDB(created), fromDB(updated)
 	return p, err
 }
@@ -44,7 +44,8 @@ func profileWriteErr(err error, p *registry.Profile) error {
 	return fmt.Errorf("write profile: %w", err)
 }
 
-// CreateProfile inserts p, setting ID and timestamps when empty.
+// CreateProfile inserts p, setting ID and timestamps when empty and Version
+// to 1.
 func (s *Store) CreateProfile(ctx context.Context, p *registry.Profile) error {
 	if err := p.Validate(); err != nil {
 		return err
@@ -53,12 +54,13 @@ func (s *Store) CreateProfile(ctx context.Context, p *registry.Profile) error {
 	if q.ID == "" {
 		q.ID = uuid.NewString()
 	}
+	q.Version = 1
 	t := now()
 	q.CreatedAt, q.UpdatedAt = orNow(q.CreatedAt, t), orNow(q.UpdatedAt, t)
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO profiles (`+profileCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO profiles (`+profileCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`,
 			q.OrgID, q.ID, q.Name, q.Description, q.Strategy, q.ProvisionKey, q.ProvisionSecretHash,
-			q.DefaultCredentialType, q.ReprovisionPolicy, toDB(q.CreatedAt), toDB(q.UpdatedAt))
+			q.DefaultCredentialType, q.ReprovisionPolicy, q.Version, toDB(q.CreatedAt), toDB(q.UpdatedAt))
 		if err != nil {
 			return profileWriteErr(err, &q)
 		}
@@ -129,8 +131,10 @@ func (s *Store) ListProfiles(ctx context.Context, orgID string, opts registry.Li
 	return out, next, nil
 }
 
-// UpdateProfile replaces the mutable fields of the profile p.ID with p's and
-// writes back UpdatedAt and CreatedAt.
+// UpdateProfile replaces the mutable fields of the profile p.ID with p's,
+// provided the stored version is still p.Version (optimistic concurrency),
+// and writes back Version (incremented), UpdatedAt and CreatedAt. A stale
+// version is ConflictError{What: "profile"}; then nothing is written.
 func (s *Store) UpdateProfile(ctx context.Context, p *registry.Profile) error {
 	if err := p.Validate(); err != nil {
 		return err
@@ -138,19 +142,31 @@ func (s *Store) UpdateProfile(ctx context.Context, p *registry.Profile) error {
 	q := *p
 	q.UpdatedAt = now()
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		var created int64
+		var created, version int64
 		err := tx.QueryRowContext(ctx, `UPDATE profiles SET name = ?, description = ?, strategy = ?, provision_key = ?,
-			provision_secret_hash = ?, default_credential_type = ?, reprovision_policy = ?, updated_at = ?
-			WHERE org_id = ? AND id = ? RETURNING created_at`,
+			provision_secret_hash = ?, default_credential_type = ?, reprovision_policy = ?, updated_at = ?,
+			version = version + 1
+			WHERE org_id = ? AND id = ? AND version = ? RETURNING created_at, version`,
 			q.Name, q.Description, q.Strategy, q.ProvisionKey, q.ProvisionSecretHash, q.DefaultCredentialType,
-			q.ReprovisionPolicy, toDB(q.UpdatedAt), q.OrgID, q.ID).Scan(&created)
+			q.ReprovisionPolicy, toDB(q.UpdatedAt), q.OrgID, q.ID, q.Version).Scan(&created, &version)
 		if err == sql.ErrNoRows {
-			return fmt.Errorf("update profile %q: %w", q.ID, registry.ErrNotFound)
+			// Either the profile is gone or someone else wrote it since it
+			// was read: tell which, in the same transaction.
+			var stored int64
+			switch err := tx.QueryRowContext(ctx, `SELECT version FROM profiles WHERE org_id = ? AND id = ?`, q.OrgID, q.ID).Scan(&stored); {
+			case err == sql.ErrNoRows:
+				return fmt.Errorf("update profile %q: %w", q.ID, registry.ErrNotFound)
+			case err != nil:
+				return fmt.Errorf("update profile %q: %w", q.ID, err)
+			}
+			return registry.Conflict("profile", fmt.Sprintf(
+				"the profile was changed by someone else (version %d, the update was based on version %d); read it again and retry",
+				stored, q.Version))
 		}
 		if err != nil {
 			return profileWriteErr(err, &q)
 		}
-		q.CreatedAt = fromDB(created)
+		q.CreatedAt, q.Version = fromDB(created), version
 		return nil
 	})
 	if err != nil {

@@ -22,6 +22,7 @@ CREATE TABLE profiles (
     provision_secret_hash   TEXT    NOT NULL,
     default_credential_type TEXT    NOT NULL,
     reprovision_policy      TEXT    NOT NULL,
+    version                 INTEGER NOT NULL DEFAULT 1,
     created_at              INTEGER NOT NULL,
     updated_at              INTEGER NOT NULL,
     PRIMARY KEY (org_id, id)
@@ -55,6 +56,7 @@ CREATE TABLE credentials (
     device_id       TEXT    NOT NULL,
     type            TEXT    NOT NULL CHECK (type IN ('ACCESS_TOKEN', 'MQTT_BASIC', 'X509_CERTIFICATE')),
     lookup_key      TEXT    NOT NULL,
+    user_key        TEXT    NOT NULL DEFAULT '',
     client_id       TEXT    NOT NULL DEFAULT '',
     username        TEXT    NOT NULL DEFAULT '',
     secret_hash     TEXT    NOT NULL DEFAULT '',
@@ -69,6 +71,10 @@ CREATE TABLE credentials (
 -- The hub authenticates by (type, lookup key) across organisations; only one
 -- active credential may hold a key, revoked ones keep theirs for the record.
 CREATE UNIQUE INDEX credentials_active_lookup ON credentials (type, lookup_key) WHERE status = 'active';
+-- One MQTT user name space for tokens and MQTT basic user names (see
+-- registry.Credential.UserKey): otherwise one device could register, as its
+-- token, another device's user name and be taken for it at CONNECT.
+CREATE UNIQUE INDEX credentials_active_user ON credentials (user_key) WHERE status = 'active' AND user_key <> '';
 CREATE INDEX credentials_org_device ON credentials (org_id, device_id);
 
 CREATE TABLE audit_events (
