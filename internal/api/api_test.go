@@ -181,6 +181,9 @@ func TestProfiles(t *testing.T) {
 	if !secret.Verify(p.ProvisionDeviceSecret, stored.ProvisionSecretHash) || strings.Contains(stored.ProvisionSecretHash, p.ProvisionDeviceSecret) {
 		t.Error("stored hash does not match the secret shown, or holds it in clear")
 	}
+	if !strings.HasPrefix(stored.ProvisionSecretHash, "sha256$") {
+		t.Errorf("generated secret stored as %q, want the fast format", stored.ProvisionSecretHash)
+	}
 
 	t.Run("operator-chosen key and secret", func(t *testing.T) {
 		var q ProfileWithSecret
@@ -190,6 +193,13 @@ func TestProfiles(t *testing.T) {
 		}, &q)
 		if q.ProvisionKey != "u7piawkboq8v32dmcmpp" || q.ProvisionDeviceSecret != "jpmwdn8ptlswmf4m29bw" {
 			t.Errorf("got %+v", q)
+		}
+		stored, err := e.store.GetProfile(ctx, registry.DefaultOrgID, q.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(stored.ProvisionSecretHash, "pbkdf2-sha256$") || !secret.Verify("jpmwdn8ptlswmf4m29bw", stored.ProvisionSecretHash) {
+			t.Errorf("chosen secret stored as %q, want the slow format", stored.ProvisionSecretHash)
 		}
 	})
 
@@ -248,8 +258,8 @@ func TestProfiles(t *testing.T) {
 		}
 		e.must(http.StatusOK, "PATCH", "/api/profiles/"+p.ID, `{"provisionDeviceSecret":"chosen-secret"}`, nil)
 		stored, _ := e.store.GetProfile(ctx, registry.DefaultOrgID, p.ID)
-		if !secret.Verify("chosen-secret", stored.ProvisionSecretHash) {
-			t.Error("PATCH did not set the secret")
+		if !secret.Verify("chosen-secret", stored.ProvisionSecretHash) || !strings.HasPrefix(stored.ProvisionSecretHash, "pbkdf2-sha256$") {
+			t.Errorf("PATCH did not set the secret, or not as a slow hash: %q", stored.ProvisionSecretHash)
 		}
 	})
 
@@ -259,6 +269,9 @@ func TestProfiles(t *testing.T) {
 		stored, _ := e.store.GetProfile(ctx, registry.DefaultOrgID, p.ID)
 		if q.ProvisionDeviceSecret == "" || !secret.Verify(q.ProvisionDeviceSecret, stored.ProvisionSecretHash) || secret.Verify("chosen-secret", stored.ProvisionSecretHash) {
 			t.Error("rotation did not replace the secret")
+		}
+		if !strings.HasPrefix(stored.ProvisionSecretHash, "sha256$") {
+			t.Errorf("rotated (generated) secret stored as %q, want the fast format", stored.ProvisionSecretHash)
 		}
 	})
 

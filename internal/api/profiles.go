@@ -54,15 +54,19 @@ type ProfileWithSecret struct {
 }
 
 // setProvisionSecret stores the hash of s (generated when empty) in p and
-// returns the secret in clear.
+// returns the secret in clear. A generated secret gets a fast hash, a chosen
+// one a slow hash.
 func setProvisionSecret(p *registry.Profile, s string) (string, error) {
 	if s == "" {
 		s = secret.Generate(secret.TokenLength)
+		p.ProvisionSecretHash = secret.Hash(s)
+		return s, nil
 	}
 	if len(s) > registry.MaxKeyLen || !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return "", invalid("provision secret must be at most %d bytes of printable UTF-8", registry.MaxKeyLen)
 	}
-	p.ProvisionSecretHash = secret.Hash(s)
+	// Chosen by the operator: it may be guessable, so hash it slowly.
+	p.ProvisionSecretHash = secret.HashSlow(s)
 	return s, nil
 }
 

@@ -226,7 +226,7 @@ func (h *Hub) lookup(ctx context.Context, t registry.CredentialType, key string,
 		return nil, nil, "", fmt.Errorf("store returned no %s credential or device and no error", t)
 	}
 	if t == registry.CredentialMQTTBasic && cred.SecretHash != "" {
-		if password == nil || !secret.Verify(*password, cred.SecretHash) {
+		if password == nil || !h.opts.Verifier.Verify(*password, cred.SecretHash) {
 			return nil, dev, resultBadPassword, nil
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
+	"github.com/zerotouch/zerotouch/internal/secret"
 )
 
 // CONNACK codes.
@@ -169,6 +170,43 @@ func TestMQTTBasicAuth(t *testing.T) {
 				t.Errorf("session user name %q, want %q", s.Username, tc.c.user)
 			}
 		})
+	}
+}
+
+// TestMQTTBasicSlowPassword: a password the device or an operator chose is
+// stored as a slow hash; it authenticates (again on reconnection, from the
+// Verifier's cache) and a wrong one is refused.
+func TestMQTTBasicSlowPassword(t *testing.T) {
+	v := secret.NewVerifier(0)
+	e := newEnv(t, func(o *Options) { o.Verifier = v })
+	c := basicCred("cid-slow", "user-slow", "")
+	c.SecretHash = secret.HashSlow("chosen-pw")
+	d, _ := e.device(registry.DeviceEnabled, c)
+	for _, tc := range []struct {
+		pass string
+		ok   bool
+	}{{"chosen-pw", true}, {"chosen-pw", true}, {"chosen-pW", false}, {"", false}, {"chosen-pw", true}} {
+		var pass []byte
+		if tc.pass != "" {
+			pass = []byte(tc.pass)
+		}
+		code, cl := connectCode(t, e, 4, rawConnect{ClientID: "cid-slow", Username: []byte("user-slow"), Password: pass})
+		if !tc.ok {
+			if code != v3NotAuthorized {
+				t.Fatalf("password %q: CONNACK code %d, want %d", tc.pass, code, v3NotAuthorized)
+			}
+			continue
+		}
+		if code != 0 {
+			t.Fatalf("password %q refused with code %d", tc.pass, code)
+		}
+		if s := whoIs(t, e, cl); s.DeviceID != d.ID {
+			t.Fatalf("authenticated as %s, want %s", s.DeviceID, d.ID)
+		}
+		cl.c.Close()
+	}
+	if e.hub.opts.Verifier != v {
+		t.Fatal("the Verifier given in Options is not used")
 	}
 }
 

@@ -45,6 +45,7 @@ import (
 
 	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
+	"github.com/zerotouch/zerotouch/internal/secret"
 )
 
 // Defaults for Options.
@@ -101,6 +102,10 @@ type Options struct {
 	// Limiter slows down sources whose CONNECTs keep failing
 	// authentication; nil uses provision.NewFailureLimiter().
 	Limiter *provision.FailureLimiter
+	// Verifier checks MQTT_BASIC passwords; share the provisioning
+	// pipeline's so that both remember the same verified secrets. nil uses
+	// a private one.
+	Verifier *secret.Verifier
 
 	// MaxPacketSize caps an incoming packet, in bytes (DefaultMaxPacketSize
 	// when 0).
@@ -271,6 +276,9 @@ func New(opts Options) (*Hub, error) {
 	}
 	if opts.Limiter == nil {
 		opts.Limiter = provision.NewFailureLimiter()
+	}
+	if opts.Verifier == nil {
+		opts.Verifier = secret.NewVerifier(0)
 	}
 	if opts.MaxPacketSize == 0 {
 		opts.MaxPacketSize = DefaultMaxPacketSize

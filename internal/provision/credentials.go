@@ -83,7 +83,8 @@ func BuildCredential(r CredentialsRequest, defaultType registry.CredentialType, 
 		out.Token = tok
 	case registry.CredentialMQTTBasic:
 		cid, user, pass := r.ClientID, r.Username, r.Password
-		if cid == "" && user == "" && pass == "" {
+		generated := cid == "" && user == "" && pass == ""
+		if generated {
 			cid, user, pass = "zt-"+secret.Generate(16), secret.Generate(16), secret.Generate(secret.TokenLength)
 		}
 		for _, f := range []struct{ name, v string }{{"clientId", cid}, {"username", user}, {"password", pass}} {
@@ -104,8 +105,13 @@ func BuildCredential(r CredentialsRequest, defaultType registry.CredentialType, 
 		}
 		c.ClientID, c.Username = cid, user
 		c.LookupKey = registry.MQTTBasicLookupKey(cid, user)
-		if pass != "" {
+		switch {
+		case pass == "":
+		case generated:
 			c.SecretHash = secret.Hash(pass)
+		default:
+			// Chosen by the device or an operator: it may be guessable.
+			c.SecretHash = secret.HashSlow(pass)
 		}
 		out.ClientID, out.Username, out.Password = cid, user, pass
 	case registry.CredentialX509:

@@ -55,6 +55,9 @@ type Options struct {
 	Limiter *FailureLimiter
 	// Now is the clock; nil uses time.Now.
 	Now func() time.Time
+	// Verifier checks provision secrets; share one with the hub so that
+	// both remember the same verified secrets. nil uses a private one.
+	Verifier *secret.Verifier
 }
 
 // Service runs the pipeline.
@@ -64,8 +67,13 @@ type Service struct {
 	metrics *metrics.Metrics
 	limiter *FailureLimiter
 	now     func() time.Time
+	secrets *secret.Verifier
 	// dummyHash is verified against when the key is unknown, so that the
-	// answer takes as long as for a known key with a wrong secret.
+	// answer takes as long as for a known key with a wrong secret. It is a
+	// slow hash, as are those of operator-chosen secrets, the only ones
+	// worth guessing: a wrong guess against a generated secret's fast hash
+	// is answered sooner, which tells the key exists but not the secret,
+	// whose 142 bits no one will guess.
 	dummyHash string
 	devices   keyLock
 	audits    auditSuppressor
@@ -73,7 +81,7 @@ type Service struct {
 
 // New returns a Service.
 func New(o Options) *Service {
-	s := &Service{store: o.Store, log: o.Logger, metrics: o.Metrics, limiter: o.Limiter, now: o.Now}
+	s := &Service{store: o.Store, log: o.Logger, metrics: o.Metrics, limiter: o.Limiter, now: o.Now, secrets: o.Verifier}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -83,7 +91,10 @@ func New(o Options) *Service {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.dummyHash = secret.Hash(secret.Generate(secret.TokenLength))
+	if s.secrets == nil {
+		s.secrets = secret.NewVerifier(0)
+	}
+	s.dummyHash = secret.HashSlow(secret.Generate(secret.TokenLength))
 	s.audits = auditSuppressor{window: time.Minute, max: 10_000}
 	return s
 }
@@ -158,13 +169,13 @@ func (s *Service) attest(ctx context.Context, req Request) (*registry.Profile, e
 	}
 	p, err := s.store.GetProfileByProvisionKey(ctx, req.ProvisionKey)
 	if errors.Is(err, registry.ErrNotFound) {
-		secret.Verify(req.ProvisionSecret, s.dummyHash)
+		s.secrets.Verify(req.ProvisionSecret, s.dummyHash)
 		return nil, refuse(ReasonBadKeyOrSecret, "unknown provision key or wrong secret")
 	}
 	if err != nil {
 		return nil, err
 	}
-	if !secret.Verify(req.ProvisionSecret, p.ProvisionSecretHash) {
+	if !s.secrets.Verify(req.ProvisionSecret, p.ProvisionSecretHash) {
 		return p, refuse(ReasonBadKeyOrSecret, "unknown provision key or wrong secret")
 	}
 	if p.Strategy == registry.StrategyDisabled {

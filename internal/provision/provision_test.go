@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,5 +128,67 @@ func TestRefusalsAreAudited(t *testing.T) {
 	devs, _, _ := st.ListDevices(ctx, registry.DefaultOrgID, registry.DeviceFilter{})
 	if len(devs) != 0 {
 		t.Fatalf("refusals wrote devices: %+v", devs)
+	}
+}
+
+func TestOperatorChosenSecretsHashedSlowly(t *testing.T) {
+	now := time.Now()
+	for _, c := range []struct {
+		name string
+		req  provision.CredentialsRequest
+		// prefix of the stored hash; "" for none
+		prefix string
+	}{
+		{"generated MQTT_BASIC", provision.CredentialsRequest{Type: registry.CredentialMQTTBasic}, "sha256$"},
+		{"chosen MQTT_BASIC password", provision.CredentialsRequest{Type: registry.CredentialMQTTBasic, ClientID: "c1", Username: "u1", Password: "hunter22"}, "pbkdf2-sha256$"},
+		{"chosen MQTT_BASIC, client id only", provision.CredentialsRequest{Type: registry.CredentialMQTTBasic, ClientID: "c1"}, ""},
+		{"generated token", provision.CredentialsRequest{Type: registry.CredentialAccessToken}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cred, issued, err := provision.BuildCredential(c.req, registry.CredentialAccessToken, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case c.prefix == "" && cred.SecretHash != "":
+				t.Fatalf("SecretHash = %q, want none", cred.SecretHash)
+			case c.prefix == "":
+			case !strings.HasPrefix(cred.SecretHash, c.prefix):
+				t.Fatalf("SecretHash = %q, want prefix %q", cred.SecretHash, c.prefix)
+			case !secret.Verify(issued.Password, cred.SecretHash):
+				t.Fatalf("issued password %q does not match %q", issued.Password, cred.SecretHash)
+			}
+		})
+	}
+}
+
+func TestSlowProvisionSecret(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "db"), sqlite.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	p := &registry.Profile{ID: "p1", OrgID: registry.DefaultOrgID, Name: "p", Strategy: registry.StrategyAllowCreate,
+		ProvisionKey: "key", ProvisionSecretHash: secret.HashSlow("chosen"), DefaultCredentialType: registry.CredentialAccessToken,
+		ReprovisionPolicy: registry.ReprovisionRotate}
+	if err := st.CreateProfile(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	lenient := &provision.FailureLimiter{Burst: 100, Leak: time.Millisecond, Base: time.Millisecond, Max: time.Millisecond, MaxSources: 10}
+	svc := provision.New(provision.Options{Store: st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Limiter: lenient,
+		Verifier: secret.NewVerifier(0)})
+	for i := range 3 { // the first from the slow hash, the others from the cache
+		if _, err := svc.Provision(ctx, provision.Request{Source: "192.0.2.1", ProvisionKey: "key", ProvisionSecret: "chosen", DeviceName: fmt.Sprint("d", i)}); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	for _, r := range []provision.Request{
+		{Source: "192.0.2.2", ProvisionKey: "key", ProvisionSecret: "Chosen", DeviceName: "x"},
+		{Source: "192.0.2.2", ProvisionKey: "nokey", ProvisionSecret: "chosen", DeviceName: "x"},
+	} {
+		if _, err := svc.Provision(ctx, r); provision.ReasonOf(err) != provision.ReasonBadKeyOrSecret {
+			t.Fatalf("%+v: err = %v", r, err)
+		}
 	}
 }

@@ -48,7 +48,8 @@ type Credential struct {
 	// ClientID and Username are set for MQTT_BASIC.
 	ClientID string `json:"clientId,omitempty"`
 	Username string `json:"userName,omitempty"`
-	// SecretHash is secret.Hash of the MQTT_BASIC password; empty when the
+	// SecretHash is secret.Hash (generated) or secret.HashSlow (chosen) of the
+	// MQTT_BASIC password; empty when the
 	// credential has no password.
 	SecretHash string `json:"-"`
 	// CertificatePEM is the device's certificate when it gave one.

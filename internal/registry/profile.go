@@ -49,7 +49,8 @@ type Profile struct {
 	// ProvisionKey identifies the profile in a device's request; unique
 	// across all organisations, so it is stored in clear.
 	ProvisionKey string `json:"provisionDeviceKey"`
-	// ProvisionSecretHash is secret.Hash of the provision secret; the secret
+	// ProvisionSecretHash is secret.Hash (generated) or secret.HashSlow (chosen
+	// by a person) of the provision secret; the secret
 	// itself is shown once, when the profile is created or the secret rotated.
 	ProvisionSecretHash string `json:"-"`
 	// DefaultCredentialType is what the server issues when the device brings

@@ -19,7 +19,7 @@ import (
 // many devices are in flight at once. Reports devices/s and latency
 // percentiles of the whole exchange (connect to answer).
 func BenchmarkProvisionMQTT(b *testing.B) {
-	for _, conc := range []int{16, 64, 256} {
+	for _, conc := range []int{16, 64, 128} {
 		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
 			n := startNode(b, "")
 			p := n.createProfile(fmt.Sprintf("bench-%d", conc), "allow-create", "ACCESS_TOKEN", "never")

@@ -23,6 +23,7 @@ import (
 	"github.com/zerotouch/zerotouch/internal/metrics"
 	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
+	"github.com/zerotouch/zerotouch/internal/secret"
 	"github.com/zerotouch/zerotouch/internal/store/sqlite"
 )
 
@@ -80,10 +81,13 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	if limiter == nil {
 		limiter = provision.NewFailureLimiter()
 	}
-	svc := provision.New(provision.Options{Store: s.store, Logger: log, Metrics: m, Limiter: limiter})
+	// One Verifier for the pipeline and the hub: a secret verified by one
+	// is remembered by both.
+	secrets := secret.NewVerifier(0)
+	svc := provision.New(provision.Options{Store: s.store, Logger: log, Metrics: m, Limiter: limiter, Verifier: secrets})
 	tb := thingsboard.NewHandler(svc)
 
-	s.hub, err = hub.New(hub.Options{Store: s.store, Changes: changes, Logger: log, Limiter: limiter, MaxClients: cfg.MQTTMaxClients})
+	s.hub, err = hub.New(hub.Options{Store: s.store, Changes: changes, Logger: log, Limiter: limiter, Verifier: secrets, MaxClients: cfg.MQTTMaxClients})
 	if err != nil {
 		return s, err
 	}
