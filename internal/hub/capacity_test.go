@@ -2,7 +2,6 @@ package hub
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net"
 	"slices"
@@ -103,19 +102,7 @@ func TestProvisioningSessionLifetime(t *testing.T) {
 func TestProvisioningLifetimeWaitsForAnswer(t *testing.T) {
 	const lifetime = 200 * time.Millisecond
 	e := newEnv(t, func(o *Options) { o.ProvisioningSessionLifetime = lifetime })
-	entered, release := make(chan struct{}), make(chan struct{})
-	e.hub.HandleProvisioning(ProvisioningRoute{
-		Username: "slow", RequestTopic: provReq, ResponseTopic: provResp,
-		Handle: func(ctx context.Context, _ Session, p []byte) []byte {
-			close(entered)
-			<-release
-			return []byte("committed")
-		},
-	})
-	cl, _ := dialRaw(t, e.addr, 5, rawConnect{ClientID: "slow", Username: []byte("slow"), Clean: true})
-	cl.subscribe(provResp, 1)
-	cl.publish(provReq, 1, []byte("req"), packets.Properties{})
-	<-entered
+	cl, release := slowRequest(t, e, 5)
 	time.Sleep(2 * lifetime)
 	close(release)
 	if got := cl.expect(packets.Publish); string(got.Payload) != "committed" {

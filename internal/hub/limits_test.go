@@ -183,19 +183,7 @@ func TestSecretsNotLogged(t *testing.T) {
 // called still gets its answer; then the session is closed.
 func TestCloseLetsHandlersFinish(t *testing.T) {
 	e := newEnv(t)
-	entered, release := make(chan struct{}), make(chan struct{})
-	e.hub.HandleProvisioning(ProvisioningRoute{
-		Username: "slow", RequestTopic: provReq, ResponseTopic: provResp,
-		Handle: func(ctx context.Context, _ Session, p []byte) []byte {
-			close(entered)
-			<-release
-			return []byte("committed")
-		},
-	})
-	cl, _ := dialRaw(t, e.addr, 4, rawConnect{ClientID: "slow", Username: []byte("slow"), Clean: true})
-	cl.subscribe(provResp, 1)
-	cl.publish(provReq, 1, []byte("req"), packets.Properties{})
-	<-entered
+	cl, release := slowRequest(t, e, 4)
 
 	closed := make(chan error, 1)
 	go func() { closed <- e.hub.Close() }()
@@ -219,4 +207,26 @@ func TestCloseLetsHandlersFinish(t *testing.T) {
 	case <-time.After(waitLimit):
 		t.Fatal("Close did not return")
 	}
+}
+
+// slowRequest registers a provisioning route "slow" whose handler blocks
+// until release is closed, connects a raw client of the given protocol
+// version, sends one request and returns once the handler is running.
+func slowRequest(t *testing.T, e *env, version byte) (cl *rawClient, release chan struct{}) {
+	t.Helper()
+	entered := make(chan struct{})
+	release = make(chan struct{})
+	e.hub.HandleProvisioning(ProvisioningRoute{
+		Username: "slow", RequestTopic: provReq, ResponseTopic: provResp,
+		Handle: func(ctx context.Context, _ Session, p []byte) []byte {
+			close(entered)
+			<-release
+			return []byte("committed")
+		},
+	})
+	cl, _ = dialRaw(t, e.addr, version, rawConnect{ClientID: "slow", Username: []byte("slow"), Clean: true})
+	cl.subscribe(provResp, 1)
+	cl.publish(provReq, 1, []byte("req"), packets.Properties{})
+	<-entered
+	return cl, release
 }

@@ -17,7 +17,9 @@ import (
 	"github.com/zerotouch/zerotouch/internal/store/sqlite"
 )
 
-func newService(t *testing.T, lim *provision.FailureLimiter) (*provision.Service, registry.Store, *registry.Profile) {
+// newService returns a pipeline on a fresh SQLite store holding profile
+// "p1" (key "key", allow-create, rotate) whose secret is hashed as given.
+func newService(t *testing.T, secretHash string, o provision.Options) (*provision.Service, registry.Store, *registry.Profile) {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "db"), sqlite.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -26,17 +28,18 @@ func newService(t *testing.T, lim *provision.FailureLimiter) (*provision.Service
 	}
 	t.Cleanup(func() { st.Close() })
 	p := &registry.Profile{ID: "p1", OrgID: registry.DefaultOrgID, Name: "p", Strategy: registry.StrategyAllowCreate,
-		ProvisionKey: "key", ProvisionSecretHash: secret.Hash("secret"), DefaultCredentialType: registry.CredentialAccessToken,
+		ProvisionKey: "key", ProvisionSecretHash: secretHash, DefaultCredentialType: registry.CredentialAccessToken,
 		ReprovisionPolicy: registry.ReprovisionRotate}
 	if err := st.CreateProfile(ctx, p); err != nil {
 		t.Fatal(err)
 	}
-	return provision.New(provision.Options{Store: st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Limiter: lim}), st, p
+	o.Store, o.Logger = st, slog.New(slog.NewTextHandler(io.Discard, nil))
+	return provision.New(o), st, p
 }
 
 func TestWrongSecretsSlowTheSourceDown(t *testing.T) {
 	lim := &provision.FailureLimiter{Burst: 3, Leak: time.Hour, Base: time.Millisecond, Max: time.Millisecond, MaxSources: 10}
-	svc, _, _ := newService(t, lim)
+	svc, _, _ := newService(t, secret.Hash("secret"), provision.Options{Limiter: lim})
 	ctx := context.Background()
 	for range 4 {
 		_, err := svc.Provision(ctx, provision.Request{Source: "198.51.100.7", ProvisionKey: "key", ProvisionSecret: "wrong", DeviceName: "d"})
@@ -67,7 +70,7 @@ func TestWrongSecretsSlowTheSourceDown(t *testing.T) {
 
 func TestThrottledRequestGivesUpWithItsContext(t *testing.T) {
 	lim := &provision.FailureLimiter{Burst: 0, Leak: time.Hour, Base: time.Hour, Max: time.Hour, MaxSources: 10}
-	svc, _, _ := newService(t, lim)
+	svc, _, _ := newService(t, secret.Hash("secret"), provision.Options{Limiter: lim})
 	lim.Fail("203.0.113.9", time.Now())
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -80,7 +83,7 @@ func TestThrottledRequestGivesUpWithItsContext(t *testing.T) {
 // Reprovisioning with the same device-supplied token under "rotate" keeps one
 // active credential: the old one is revoked before the new one is inserted.
 func TestRotateWithSameSuppliedToken(t *testing.T) {
-	svc, st, _ := newService(t, nil)
+	svc, st, _ := newService(t, secret.Hash("secret"), provision.Options{})
 	ctx := context.Background()
 	r := provision.Request{Source: "192.0.2.1", ProvisionKey: "key", ProvisionSecret: "secret", DeviceName: "same",
 		Credentials: provision.CredentialsRequest{Type: registry.CredentialAccessToken, Token: "device-token-1"}}
@@ -114,7 +117,7 @@ func TestRotateWithSameSuppliedToken(t *testing.T) {
 }
 
 func TestRefusalsAreAudited(t *testing.T) {
-	svc, st, _ := newService(t, nil)
+	svc, st, _ := newService(t, secret.Hash("secret"), provision.Options{})
 	ctx := context.Background()
 	svc.Provision(ctx, provision.Request{Dialect: "test", Source: "192.0.2.2", ProvisionKey: "key", ProvisionSecret: "nope", DeviceName: "d"})
 	svc.Refuse(ctx, provision.Request{Dialect: "test", Source: "192.0.2.2"}, provision.ReasonBadRequest, "payload is not JSON")
@@ -164,20 +167,8 @@ func TestOperatorChosenSecretsHashedSlowly(t *testing.T) {
 
 func TestSlowProvisionSecret(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "db"), sqlite.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	p := &registry.Profile{ID: "p1", OrgID: registry.DefaultOrgID, Name: "p", Strategy: registry.StrategyAllowCreate,
-		ProvisionKey: "key", ProvisionSecretHash: secret.HashSlow("chosen"), DefaultCredentialType: registry.CredentialAccessToken,
-		ReprovisionPolicy: registry.ReprovisionRotate}
-	if err := st.CreateProfile(ctx, p); err != nil {
-		t.Fatal(err)
-	}
 	lenient := &provision.FailureLimiter{Burst: 100, Leak: time.Millisecond, Base: time.Millisecond, Max: time.Millisecond, MaxSources: 10}
-	svc := provision.New(provision.Options{Store: st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Limiter: lenient,
-		Verifier: secret.NewVerifier(0)})
+	svc, _, _ := newService(t, secret.HashSlow("chosen"), provision.Options{Limiter: lenient, Verifier: secret.NewVerifier(0)})
 	for i := range 3 { // the first from the slow hash, the others from the cache
 		if _, err := svc.Provision(ctx, provision.Request{Source: "192.0.2.1", ProvisionKey: "key", ProvisionSecret: "chosen", DeviceName: fmt.Sprint("d", i)}); err != nil {
 			t.Fatalf("request %d: %v", i, err)
