@@ -35,6 +35,9 @@ const (
 // connect decides a CONNECT and, when it is accepted, registers the
 // session. It returns CodeSuccess or the reason to refuse it.
 func (h *Hub) connect(cl *mqtt.Client, pk packets.Packet) packets.Code {
+	// The CONNECT has arrived: the connection leaves the pending caps and
+	// is accounted for by the session caps from here on.
+	h.conns.connected(cl.Net.Conn)
 	sess := Session{
 		ClientID:        cl.ID,
 		RemoteAddr:      cl.Net.Remote,

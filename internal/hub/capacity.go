@@ -21,12 +21,19 @@ const (
 	// RefusedProvisioningSessionsPerHost: the source already had
 	// Options.MaxProvisioningSessionsPerHost provisioning sessions.
 	RefusedProvisioningSessionsPerHost RefusalReason = "provisioning-sessions-per-host"
+	// RefusedPendingConnections: Options.MaxPendingConnections connections
+	// had not sent their CONNECT yet; the new one was closed unread.
+	RefusedPendingConnections RefusalReason = "pending-connections"
+	// RefusedPendingConnectionsPerHost: the source already had
+	// Options.MaxPendingConnectionsPerHost such connections.
+	RefusedPendingConnectionsPerHost RefusalReason = "pending-connections-per-host"
 )
 
 // RefusalReasons lists every RefusalReason, e.g. to export
 // RefusedConnections as a labelled metric.
 func RefusalReasons() []RefusalReason {
-	return []RefusalReason{RefusedMaxClients, RefusedProvisioningSessions, RefusedProvisioningSessionsPerHost}
+	return []RefusalReason{RefusedMaxClients, RefusedProvisioningSessions, RefusedProvisioningSessionsPerHost,
+		RefusedPendingConnections, RefusedPendingConnectionsPerHost}
 }
 
 // RefusedConnections is the number of CONNECTs refused for reason since
@@ -57,20 +64,28 @@ func capacityRefusal(r registerResult) (RefusalReason, packets.Code) {
 // minute per reason and source) and returns the CONNACK code.
 func (h *Hub) refuseForCapacity(r registerResult, sess Session) packets.Code {
 	reason, code := capacityRefusal(r)
+	h.countRefusal(reason, sess.RemoteAddr)
+	return code
+}
+
+// countRefusal counts a capacity refusal and logs it, once a minute per
+// reason and source at Warn, else at Debug.
+func (h *Hub) countRefusal(reason RefusalReason, remote string) {
 	if n := h.refused[reason]; n != nil {
 		n.Add(1)
 	}
-	source := sourceKey(sess.RemoteAddr)
+	source := sourceKey(remote)
 	if h.refusalLogs.first(string(reason)+"|"+source, time.Now()) {
 		h.log.Warn("connection refused: capacity reached (further refusals for this source are not logged for a minute)",
-			"reason", string(reason), "remote", sess.RemoteAddr, "source", source,
+			"reason", string(reason), "remote", remote, "source", source,
 			"maxClients", h.opts.MaxClients,
 			"maxProvisioningSessions", h.opts.MaxProvisioningSessions,
-			"maxProvisioningSessionsPerHost", h.opts.MaxProvisioningSessionsPerHost)
+			"maxProvisioningSessionsPerHost", h.opts.MaxProvisioningSessionsPerHost,
+			"maxPendingConnections", h.opts.MaxPendingConnections,
+			"maxPendingConnectionsPerHost", h.opts.MaxPendingConnectionsPerHost)
 	} else {
-		h.log.Debug("connection refused: capacity reached", "reason", string(reason), "remote", sess.RemoteAddr)
+		h.log.Debug("connection refused: capacity reached", "reason", string(reason), "remote", remote)
 	}
-	return code
 }
 
 // sourceKey is what per-host caps count by: the IPv4 address, or the /64

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"slices"
@@ -378,5 +379,74 @@ func TestSourceKey(t *testing.T) {
 		if got := sourceKey(addr); got != want {
 			t.Errorf("sourceKey(%q) = %q, want %q", addr, got, want)
 		}
+	}
+}
+
+// TestPendingConnectionCaps: connections that never send CONNECT hold a
+// bounded number of slots, in all and per source host; past the caps a new
+// connection is closed unread, and a CONNECT frees its slot.
+func TestPendingConnectionCaps(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.MaxPendingConnections = 5; o.MaxPendingConnectionsPerHost = 3 })
+	idle := func(from string) net.Conn {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatalf("dial from %s: %v", from, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// closedUnread reports whether the server closed c without waiting
+	// for a CONNECT (a kept connection just stays silent).
+	closedUnread := func(c net.Conn) bool {
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		_, err := c.Read(make([]byte, 1))
+		var ne net.Error
+		return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+	}
+	waitRefused := func(reason RefusalReason, want uint64) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for e.hub.RefusedConnections(reason) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("RefusedConnections(%s) = %d, want %d", reason, e.hub.RefusedConnections(reason), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	var local []net.Conn
+	for range 3 {
+		local = append(local, idle("127.0.0.1"))
+	}
+	waitRefused(RefusedPendingConnectionsPerHost, 0)
+	if c := idle("127.0.0.1"); !closedUnread(c) {
+		t.Fatal("a 4th idle connection from one host was kept")
+	}
+	waitRefused(RefusedPendingConnectionsPerHost, 1)
+	for _, c := range local {
+		if closedUnread(c) {
+			t.Fatal("a connection within the per-host cap was closed")
+		}
+	}
+	idle("127.0.0.2")
+	idle("127.0.0.2")
+	if c := idle("127.0.0.3"); !closedUnread(c) {
+		t.Fatal("a 6th idle connection in all was kept")
+	}
+	waitRefused(RefusedPendingConnections, 1)
+
+	// A connection that sends its CONNECT leaves the pending count.
+	local[0].Close()
+	eventually(t, "the closed connection's slot to be freed", func() bool {
+		e.hub.conns.mu.Lock()
+		defer e.hub.conns.mu.Unlock()
+		return e.hub.conns.pending == 4
+	})
+	tok, _, _ := e.tokenDevice()
+	dialRaw(t, e.addr, 4, rawConnect{ClientID: "pending-dev", Username: []byte(tok), Clean: true})
+	if c := idle("127.0.0.1"); closedUnread(c) {
+		t.Fatal("a slot freed by a CONNECT was not reusable")
 	}
 }

@@ -75,6 +75,16 @@ const (
 	// Devices refused over it get a "try later" code (see
 	// MaxProvisioningSessionsPerHost) and retry.
 	DefaultMaxProvisioningSessionsPerHost = 256
+	// DefaultMaxPendingConnections caps the connections that have not
+	// sent their CONNECT yet (TCP accepted, TLS handshake and CONNECT
+	// under way). A CONNECT comes within milliseconds of the TCP
+	// handshake, so even thousands of devices arriving at once hold few
+	// such slots; a flood of idle TCP connections holds at most this many
+	// file descriptors, each for at most ConnectTimeout.
+	DefaultMaxPendingConnections = 1024
+	// DefaultMaxPendingConnectionsPerHost caps them per source (an IPv4
+	// address or an IPv6 /64), so that one host cannot take every slot.
+	DefaultMaxPendingConnectionsPerHost = 128
 )
 
 // provisioningKeepalive is the longest keep-alive, in seconds, a
@@ -116,7 +126,7 @@ type Options struct {
 	// unavailable), and counted as RefusedMaxClients. A device taking over
 	// its own live session (same client id) is let in: it replaces that
 	// session. Connections that have not sent their CONNECT yet are not
-	// counted; ConnectTimeout bounds how long they stay.
+	// counted here but by MaxPendingConnections.
 	MaxClients int
 	// MaxProvisioningSessions caps concurrent provisioning sessions. When
 	// 0 it is DefaultMaxProvisioningSessions, but at most half of
@@ -143,6 +153,15 @@ type Options struct {
 	// ConnectTimeout is how long a new connection may take to send its
 	// CONNECT (DefaultConnectTimeout when 0).
 	ConnectTimeout time.Duration
+	// MaxPendingConnections caps the connections accepted that have not
+	// sent their CONNECT yet (DefaultMaxPendingConnections when 0;
+	// negative: no cap). A connection over it is closed at once, before
+	// any MQTT is read, and counted as RefusedPendingConnections.
+	MaxPendingConnections int
+	// MaxPendingConnectionsPerHost caps them per source host
+	// (DefaultMaxPendingConnectionsPerHost when 0; negative: no cap),
+	// counted as RefusedPendingConnectionsPerHost.
+	MaxPendingConnectionsPerHost int
 	// HandleTimeout bounds one provisioning or device-topic handler call
 	// (DefaultHandleTimeout when 0).
 	HandleTimeout time.Duration
@@ -262,8 +281,20 @@ type listener struct {
 type connSet struct {
 	mu     sync.Mutex
 	closed bool
-	set    map[net.Conn]struct{}
+	set    map[net.Conn]*connEntry
 	wg     sync.WaitGroup // one per connection being served
+
+	// Connections whose CONNECT has not arrived yet, in all and per source
+	// host, and their caps (0: none).
+	pending           int
+	pendingByHost     map[string]int
+	maxPending        int
+	maxPendingPerHost int
+}
+
+type connEntry struct {
+	host    string // sourceKey of the remote address
+	pending bool   // no CONNECT yet
 }
 
 // New returns a Hub that is not yet listening.
@@ -297,6 +328,12 @@ func New(opts Options) (*Hub, error) {
 	}
 	if opts.ProvisioningSessionLifetime <= 0 {
 		opts.ProvisioningSessionLifetime = DefaultProvisioningSessionLifetime
+	}
+	if opts.MaxPendingConnections == 0 {
+		opts.MaxPendingConnections = DefaultMaxPendingConnections
+	}
+	if opts.MaxPendingConnectionsPerHost == 0 {
+		opts.MaxPendingConnectionsPerHost = DefaultMaxPendingConnectionsPerHost
 	}
 	if opts.MaxProvisioningSessions == 0 {
 		opts.MaxProvisioningSessions = DefaultMaxProvisioningSessions
@@ -343,7 +380,10 @@ func New(opts Options) (*Hub, error) {
 	for _, r := range RefusalReasons() {
 		h.refused[r] = new(atomic.Uint64)
 	}
-	h.conns.set = make(map[net.Conn]struct{})
+	h.conns.set = make(map[net.Conn]*connEntry)
+	h.conns.pendingByHost = make(map[string]int)
+	h.conns.maxPending = max(opts.MaxPendingConnections, 0)
+	h.conns.maxPendingPerHost = max(opts.MaxPendingConnectionsPerHost, 0)
 	h.srv = mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       slog.New(newMochiLogHandler(opts.Logger.Handler())).With("component", "mqtt"),
@@ -487,9 +527,14 @@ func (h *Hub) accept(l *listener) {
 			}
 		}
 		backoff = 0
-		if !h.conns.add(c) {
+		switch reason, open := h.conns.add(c); {
+		case !open:
 			c.Close()
 			return
+		case reason != "":
+			c.Close()
+			h.countRefusal(reason, c.RemoteAddr().String())
+			continue
 		}
 		go func() {
 			defer h.conns.done(c)
@@ -500,21 +545,56 @@ func (h *Hub) accept(l *listener) {
 	}
 }
 
-// add tracks c; false when the hub is closing.
-func (s *connSet) add(c net.Conn) bool {
+// add tracks c as pending (no CONNECT yet). open is false when the hub is
+// closing; a non-empty reason means a pending cap is reached and c is not
+// tracked.
+func (s *connSet) add(c net.Conn) (reason RefusalReason, open bool) {
+	host := sourceKey(c.RemoteAddr().String())
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return false
+	switch {
+	case s.closed:
+		return "", false
+	case s.maxPending > 0 && s.pending >= s.maxPending:
+		return RefusedPendingConnections, true
+	case s.maxPendingPerHost > 0 && s.pendingByHost[host] >= s.maxPendingPerHost:
+		return RefusedPendingConnectionsPerHost, true
 	}
-	s.set[c] = struct{}{}
+	s.set[c] = &connEntry{host: host, pending: true}
+	s.pending++
+	s.pendingByHost[host]++
 	s.wg.Add(1)
-	return true
+	return "", true
+}
+
+// connected marks c as past its CONNECT: from then on the session caps
+// (MaxClients…) account for it.
+func (s *connSet) connected(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.set[c]; e != nil {
+		s.settle(e)
+	}
+}
+
+// settle takes a pending entry off the pending counts. Called with mu held.
+func (s *connSet) settle(e *connEntry) {
+	if !e.pending {
+		return
+	}
+	e.pending = false
+	s.pending--
+	if s.pendingByHost[e.host]--; s.pendingByHost[e.host] <= 0 {
+		delete(s.pendingByHost, e.host)
+	}
 }
 
 func (s *connSet) done(c net.Conn) {
 	s.mu.Lock()
-	delete(s.set, c)
+	if e := s.set[c]; e != nil {
+		s.settle(e)
+		delete(s.set, c)
+	}
 	s.mu.Unlock()
 	s.wg.Done()
 }
