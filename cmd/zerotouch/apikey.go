@@ -58,17 +58,6 @@ func newAPIKeyCmd(o *clientOptions) *cobra.Command {
 				})
 			}),
 		},
-		&cobra.Command{
-			Use:   "delete ID",
-			Short: "Delete an API key",
-			Args:  exactArgs(1),
-			RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
-				if err := c.DeleteAPIKey(ctx, args[0]); err != nil {
-					return err
-				}
-				cmd.PrintErrf("deleted API key %s\n", args[0])
-				return nil
-			}),
-		},
+		o.deleteCmd("API key", "Delete an API key", (*apiclient.Client).DeleteAPIKey),
 	)
 }

@@ -49,18 +49,7 @@ func newDeviceCmd(o *clientOptions) *cobra.Command {
 		byID("disable", "Disable a device: it is refused and its sessions are closed", func(ctx context.Context, c *apiclient.Client, id string) (*registry.Device, error) {
 			return c.SetDeviceEnabled(ctx, id, false)
 		}),
-		&cobra.Command{
-			Use:   "delete ID",
-			Short: "Delete a device and its credentials",
-			Args:  exactArgs(1),
-			RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
-				if err := c.DeleteDevice(ctx, args[0]); err != nil {
-					return err
-				}
-				cmd.PrintErrf("deleted device %s\n", args[0])
-				return nil
-			}),
-		},
+		o.deleteCmd("device", "Delete a device and its credentials", (*apiclient.Client).DeleteDevice),
 		&cobra.Command{
 			Use:   "credentials ID",
 			Short: "List a device's credentials, active and revoked",

@@ -39,6 +39,23 @@ func exactArgs(n int) cobra.PositionalArgs {
 
 // newGroupCmd returns a command that only holds subcommands: alone it
 // prints its help; with an unknown subcommand it is a usage error.
+// deleteCmd is "delete ID" for one kind of record: del is the client call,
+// what names the record in the confirmation printed on stderr.
+func (o *clientOptions) deleteCmd(what, short string, del func(*apiclient.Client, context.Context, string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete ID",
+		Short: short,
+		Args:  exactArgs(1),
+		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
+			if err := del(c, ctx, args[0]); err != nil {
+				return err
+			}
+			cmd.PrintErrf("deleted %s %s\n", what, args[0])
+			return nil
+		}),
+	}
+}
+
 func newGroupCmd(use, short string, subs ...*cobra.Command) *cobra.Command {
 	c := &cobra.Command{
 		Use:   use,

@@ -29,18 +29,7 @@ func newProfileCmd(o *clientOptions) *cobra.Command {
 			}),
 		},
 		newProfileUpdateCmd(o),
-		&cobra.Command{
-			Use:   "delete ID",
-			Short: "Delete a device profile that no device uses",
-			Args:  exactArgs(1),
-			RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
-				if err := c.DeleteProfile(ctx, args[0]); err != nil {
-					return err
-				}
-				cmd.PrintErrf("deleted profile %s\n", args[0])
-				return nil
-			}),
-		},
+		o.deleteCmd("profile", "Delete a device profile that no device uses", (*apiclient.Client).DeleteProfile),
 		&cobra.Command{
 			Use:   "rotate-secret ID",
 			Short: "Replace a profile's provision secret with a new one, printed once",

@@ -284,19 +284,7 @@ func TestDeleteRacingLastAdminKey(t *testing.T) {
 	if r.status != http.StatusConflict || !strings.Contains(r.err(t).Message, "last admin key") {
 		t.Fatalf("deleting the admin key while the other one goes: %d %s", r.status, r.body)
 	}
-	ks, err := e.store.ListAPIKeys(context.Background(), registry.DefaultOrgID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	admins := 0
-	for _, k := range ks {
-		if k.Role == registry.RoleAdmin {
-			admins++
-		}
-	}
-	if admins != 1 {
-		t.Fatalf("%d admin keys left, want 1", admins)
-	}
+	wantAdminKeys(t, e, 1)
 	// The refused deletion was not audited.
 	var audit List[registry.AuditEvent]
 	e.must(http.StatusOK, "GET", "/api/audit?action=apikey.delete", nil, &audit)
@@ -341,19 +329,25 @@ func TestConcurrentDeletesOfAdminKeys(t *testing.T) {
 			if deleted != 1 {
 				t.Fatalf("statuses %v: %d deletions, want exactly 1", statuses, deleted)
 			}
-			ks, err := e.store.ListAPIKeys(context.Background(), registry.DefaultOrgID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			admins := 0
-			for _, k := range ks {
-				if k.Role == registry.RoleAdmin {
-					admins++
-				}
-			}
-			if admins != 1 {
-				t.Fatalf("%d admin keys left, want 1", admins)
-			}
+			wantAdminKeys(t, e, 1)
 		})
+	}
+}
+
+// wantAdminKeys checks how many admin-role API keys the store holds.
+func wantAdminKeys(t *testing.T, e *env, want int) {
+	t.Helper()
+	ks, err := e.store.ListAPIKeys(context.Background(), registry.DefaultOrgID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admins := 0
+	for _, k := range ks {
+		if k.Role == registry.RoleAdmin {
+			admins++
+		}
+	}
+	if admins != want {
+		t.Fatalf("%d admin keys left, want %d", admins, want)
 	}
 }

@@ -8,13 +8,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/secret"
 	"github.com/zerotouch/zerotouch/internal/store/sqlite"
+	"github.com/zerotouch/zerotouch/internal/testutil"
 )
 
 // env is a management API over a real socket, on a real SQLite store, with
@@ -32,10 +32,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "zt.db"), sqlite.Options{Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := testutil.NewStore(t, log)
 	e := &env{t: t, store: st, keys: map[string]string{}, ids: map[string]string{}}
 	for _, role := range []string{registry.RoleAdmin, registry.RoleOperator, registry.RoleOEM, registry.RoleViewer} {
 		k := secret.Generate(secret.TokenLength)
@@ -47,12 +44,7 @@ func newEnv(t *testing.T) *env {
 	}
 	e.api = New(Options{Store: st, Logger: log}).(*server)
 	e.srv = httptest.NewServer(e.api)
-	t.Cleanup(func() {
-		e.srv.Close()
-		if err := st.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	t.Cleanup(e.srv.Close) // before the store's Close: cleanups run in reverse
 	return e
 }
 

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,7 +15,7 @@ import (
 	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/secret"
-	"github.com/zerotouch/zerotouch/internal/store/sqlite"
+	"github.com/zerotouch/zerotouch/internal/testutil"
 )
 
 // Topics and user name of the test provisioning route (ThingsBoard's).
@@ -68,10 +67,7 @@ func lenientLimiter() *provision.FailureLimiter {
 func newEnv(t testing.TB, tweak ...func(*Options)) *env {
 	t.Helper()
 	ctx := context.Background()
-	raw, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "hub.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatalf("sqlite.Open: %v", err)
-	}
+	raw := testutil.NewStore(t, nil)
 	changes := &registry.Changes{}
 	e := &env{
 		t:          t,
@@ -116,11 +112,8 @@ func newEnv(t testing.TB, tweak ...func(*Options)) *env {
 		t.Fatalf("Start: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := h.Close(); err != nil {
+		if err := h.Close(); err != nil { // before the store's Close
 			t.Errorf("hub Close: %v", err)
-		}
-		if err := raw.Close(); err != nil {
-			t.Errorf("store Close: %v", err)
 		}
 	})
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +13,7 @@ import (
 	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/secret"
-	"github.com/zerotouch/zerotouch/internal/store/sqlite"
+	"github.com/zerotouch/zerotouch/internal/testutil"
 )
 
 // newService returns a pipeline on a fresh SQLite store holding profile
@@ -22,11 +21,7 @@ import (
 func newService(t *testing.T, secretHash string, o provision.Options) (*provision.Service, registry.Store, *registry.Profile) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "db"), sqlite.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := testutil.NewStore(t, nil)
 	p := &registry.Profile{ID: "p1", OrgID: registry.DefaultOrgID, Name: "p", Strategy: registry.StrategyAllowCreate,
 		ProvisionKey: "key", ProvisionSecretHash: secretHash, DefaultCredentialType: registry.CredentialAccessToken,
 		ReprovisionPolicy: registry.ReprovisionRotate}

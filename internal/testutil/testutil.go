@@ -1,11 +1,16 @@
 // Package testutil holds helpers shared by the integration tests of several
-// packages.
+// packages: real stores and the external tools tests play devices with.
 package testutil
 
 import (
+	"context"
+	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
+
+	"github.com/zerotouch/zerotouch/internal/store/sqlite"
 )
 
 // RequireTool returns the path of an external command-line tool a test plays
@@ -23,4 +28,24 @@ func RequireTool(t testing.TB, name string) string {
 	}
 	t.Skipf("%s not installed: apt-get install mosquitto-clients to run this test", name)
 	return ""
+}
+
+// NewStore opens an empty SQLite store in the test's temporary directory
+// and closes it when the test ends — after everything the test built on it,
+// since cleanups run last-registered first. log may be nil (discarded).
+func NewStore(t testing.TB, log *slog.Logger) *sqlite.Store {
+	t.Helper()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "zerotouch.db"), sqlite.Options{Logger: log})
+	if err != nil {
+		t.Fatalf("open test store: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := st.Close(); err != nil {
+			t.Errorf("close test store: %v", err)
+		}
+	})
+	return st
 }

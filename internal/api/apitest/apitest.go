@@ -4,15 +4,14 @@ package apitest
 
 import (
 	"context"
-	"log/slog"
 	"net/http/httptest"
-	"path/filepath"
 	"testing"
 
 	"github.com/zerotouch/zerotouch/internal/api"
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/secret"
 	"github.com/zerotouch/zerotouch/internal/store/sqlite"
+	"github.com/zerotouch/zerotouch/internal/testutil"
 )
 
 // Server is a running management API.
@@ -28,10 +27,7 @@ type Server struct {
 func New(t testing.TB) *Server {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "zerotouch.db"), sqlite.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := testutil.NewStore(t, nil)
 	s := &Server{Store: st, Keys: map[string]string{}}
 	for _, role := range []string{registry.RoleAdmin, registry.RoleOperator, registry.RoleOEM, registry.RoleViewer} {
 		k := secret.Generate(secret.TokenLength)
@@ -42,11 +38,6 @@ func New(t testing.TB) *Server {
 	}
 	srv := httptest.NewServer(api.New(api.Options{Store: st}))
 	s.URL = srv.URL
-	t.Cleanup(func() {
-		srv.Close()
-		if err := st.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	t.Cleanup(srv.Close) // before the store's Close: cleanups run in reverse
 	return s
 }

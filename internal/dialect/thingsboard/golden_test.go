@@ -23,7 +23,7 @@ import (
 	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/secret"
-	"github.com/zerotouch/zerotouch/internal/store/sqlite"
+	"github.com/zerotouch/zerotouch/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -32,11 +32,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 func newFixture(t *testing.T) *Handler {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "db"), sqlite.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := testutil.NewStore(t, nil)
 	now := time.Now().UTC()
 	profiles := []registry.Profile{
 		{ID: "p-create", Name: "create", Strategy: registry.StrategyAllowCreate, ProvisionKey: "create-key", DefaultCredentialType: registry.CredentialAccessToken, ReprovisionPolicy: registry.ReprovisionNever},
