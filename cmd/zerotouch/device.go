@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -36,7 +37,7 @@ func newDeviceCmd(o *clientOptions) *cobra.Command {
 			}),
 		}
 	}
-	return newGroupCmd("device", "Manage devices: list, pre-provision, import, enable and disable",
+	return newGroupCmd("device", "Manage devices: list, pre-provision, import, enable and disable, connection state",
 		newDeviceListCmd(o),
 		byID("get", "Show a device", func(ctx context.Context, c *apiclient.Client, id string) (*registry.Device, error) {
 			return c.GetDevice(ctx, id)
@@ -67,7 +68,39 @@ func newDeviceCmd(o *clientOptions) *cobra.Command {
 				})
 			}),
 		},
+		newDeviceStateCmd(o),
 	)
+}
+
+func newDeviceStateCmd(o *clientOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "state ID",
+		Short: "Show whether a device is connected, and when it last connected, disconnected and sent data",
+		Long: "Show a device's connection state. Connected and Sessions are its live sessions on the node\n" +
+			"that answers; the times are kept across restarts.",
+		Example: "  zerotouch device state 6d199857-be94-4317-aef7-62ce9aa9f530",
+		Args:    exactArgs(1),
+		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
+			st, err := c.DeviceState(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			never := func(t *time.Time) string { return cmp.Or(fmtTimePtr(t), "never") }
+			connected := "no"
+			if st.Connected {
+				connected = "yes"
+			}
+			return o.print(cmd, st, func(w io.Writer) {
+				fields(w,
+					"Connected", connected,
+					"Sessions", strconv.Itoa(st.Sessions),
+					"Last connect", never(st.LastConnect),
+					"Last disconnect", never(st.LastDisconnect),
+					"Last activity", never(st.LastActivity),
+				)
+			})
+		}),
+	}
 }
 
 func newCredentialCmd(o *clientOptions) *cobra.Command {

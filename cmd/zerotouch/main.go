@@ -67,6 +67,9 @@ func newRootCmd() *cobra.Command {
 		newProfileCmd(client),
 		newDeviceCmd(client),
 		newCredentialCmd(client),
+		newTelemetryCmd(client),
+		newAttributesCmd(client),
+		newRPCCmd(client),
 		newAuditCmd(client),
 		newAPIKeyCmd(client),
 	)

@@ -1,5 +1,7 @@
 // Package api serves zerotouch's management REST API under /api/: device
-// profiles, devices, credentials, bulk import, audit events and API keys.
+// profiles, devices, credentials, bulk import, audit events, API keys, and
+// what connected devices report and receive: connection state, telemetry,
+// attributes and RPC.
 // The device-facing API under /api/v1/ belongs to the dialects, not here.
 //
 // Every route except GET /api/openapi.yaml needs "Authorization: Bearer
@@ -7,12 +9,15 @@
 // route names the least role it needs (see routes):
 //
 //	viewer    reads everything except API keys
-//	oem       viewer, plus enabling and disabling devices (activation)
-//	operator  oem, plus every other write on profiles, devices and credentials
+//	oem       viewer, plus enabling and disabling devices and setting their
+//	          shared and server attributes (activation)
+//	operator  oem, plus every other write on profiles, devices and
+//	          credentials, and RPC to devices
 //	admin     operator, plus listing, creating and deleting API keys
 //
 // Records are always read and written in the organisation of the API key.
-// Every successful write is recorded as an audit event whose actor is
+// Every successful write, and every RPC request sent towards a device
+// (answered or not), is recorded as an audit event whose actor is
 // "api-key:<id>". The wire contract is documented in openapi.yaml, served at
 // GET /api/openapi.yaml; a test keeps it equal to the route table.
 package api
@@ -28,6 +33,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zerotouch/zerotouch/internal/device"
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/secret"
 )
@@ -38,6 +44,10 @@ type Options struct {
 	Store registry.Store
 	// Logger receives server-side failures; nil discards them.
 	Logger *slog.Logger
+	// Devices serves the routes about connected devices (state,
+	// telemetry, attributes, RPC); nil answers them 503, for a node that
+	// does not run the device hub.
+	Devices *device.Service
 }
 
 // New returns the management API handler. Mount it at "/api/" without
@@ -46,6 +56,7 @@ type Options struct {
 func New(o Options) http.Handler {
 	s := &server{
 		store:       o.Store,
+		devices:     o.Devices,
 		log:         cmp.Or(o.Logger, slog.New(slog.DiscardHandler)),
 		mux:         http.NewServeMux(),
 		importLimit: maxImportBody,
@@ -57,9 +68,10 @@ func New(o Options) http.Handler {
 }
 
 type server struct {
-	store registry.Store
-	log   *slog.Logger
-	mux   *http.ServeMux
+	store   registry.Store
+	devices *device.Service // nil: telemetry is not enabled on this node
+	log     *slog.Logger
+	mux     *http.ServeMux
 	// importLimit caps a CSV import body (a field so tests can lower it).
 	importLimit int64
 }
@@ -136,6 +148,13 @@ func (s *server) routes() []route {
 		{http.MethodPost, "/api/devices/{id}/enable", roleOEM, s.enableDevice},
 		{http.MethodPost, "/api/devices/{id}/disable", roleOEM, s.disableDevice},
 		{http.MethodGet, "/api/devices/{id}/credentials", roleViewer, s.listCredentials},
+		{http.MethodGet, "/api/devices/{id}/state", roleViewer, s.deviceState},
+		{http.MethodGet, "/api/devices/{id}/telemetry", roleViewer, s.queryTelemetry},
+		{http.MethodGet, "/api/devices/{id}/telemetry/latest", roleViewer, s.latestTelemetry},
+		{http.MethodGet, "/api/devices/{id}/attributes", roleViewer, s.getAttributes},
+		{http.MethodPut, "/api/devices/{id}/attributes/{scope}", roleOEM, s.setAttributes},
+		{http.MethodDelete, "/api/devices/{id}/attributes/{scope}", roleOEM, s.deleteAttributes},
+		{http.MethodPost, "/api/devices/{id}/rpc", roleOperator, s.callDevice},
 		{http.MethodPost, "/api/credentials/{id}/revoke", roleOperator, s.revokeCredential},
 
 		{http.MethodGet, "/api/audit", roleViewer, s.listAudit},
@@ -210,13 +229,14 @@ func (s *server) authenticate(ctx context.Context, r *http.Request) (*registry.A
 	return key, nil
 }
 
-// audit records a successful management write by key. The write is already
-// durable, so a failure to record it is logged, not returned.
+// audit records a successful management write by key, or, with ev.Result
+// set, a failed action on a device (an RPC it did not take or answer). The
+// write is already done, so a failure to record it is logged, not returned.
 func (s *server) audit(r *http.Request, key *registry.APIKey, ev registry.AuditEvent) {
 	ev.OrgID = key.OrgID
 	ev.Time = time.Now().UTC()
 	ev.Actor = "api-key:" + key.ID
-	ev.Result = "success"
+	ev.Result = cmp.Or(ev.Result, "success")
 	ev.Source = clientIP(r)
 	// Not r.Context(): a client that hangs up must not erase the trail.
 	ctx := context.WithoutCancel(r.Context())

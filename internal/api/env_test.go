@@ -11,29 +11,55 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/zerotouch/zerotouch/internal/device"
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/secret"
 	"github.com/zerotouch/zerotouch/internal/store/sqlite"
 	"github.com/zerotouch/zerotouch/internal/testutil"
 )
 
-// env is a management API over a real socket, on a real SQLite store, with
-// one API key per role.
+// env is a management API over a real socket, on a real SQLite store and a
+// real telemetry store, with one API key per role.
 type env struct {
 	t     *testing.T
 	store *sqlite.Store
-	srv   *httptest.Server
-	api   *server
-	keys  map[string]string // role → key in clear
-	ids   map[string]string // role → key id
+	// devices serves the device routes; nil with newEnvWithoutDevices.
+	devices *device.Service
+	srv     *httptest.Server
+	api     *server
+	keys    map[string]string // role → key in clear
+	ids     map[string]string // role → key id
 }
 
 func newEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvOpts(t, true)
+}
+
+// newEnvWithoutDevices is an API on a node without the device hub.
+func newEnvWithoutDevices(t *testing.T) *env {
+	t.Helper()
+	return newEnvOpts(t, false)
+}
+
+func newEnvOpts(t *testing.T, withDevices bool) *env {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	st := testutil.NewStore(t, log)
 	e := &env{t: t, store: st, keys: map[string]string{}, ids: map[string]string{}}
+	if withDevices {
+		svc, err := device.New(device.Options{Store: testutil.NewTelemetryStore(t, log), Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := svc.Close(context.Background()); err != nil {
+				t.Errorf("closing the device service: %v", err)
+			}
+		})
+		e.devices = svc
+	}
 	for _, role := range []string{registry.RoleAdmin, registry.RoleOperator, registry.RoleOEM, registry.RoleViewer} {
 		k := secret.Generate(secret.TokenLength)
 		rec := &registry.APIKey{OrgID: registry.DefaultOrgID, Name: role + "-key", Role: role, Hash: secret.LookupHash(k)}
@@ -42,7 +68,7 @@ func newEnv(t *testing.T) *env {
 		}
 		e.keys[role], e.ids[role] = k, rec.ID
 	}
-	e.api = New(Options{Store: st, Logger: log}).(*server)
+	e.api = New(Options{Store: st, Logger: log, Devices: e.devices}).(*server)
 	e.srv = httptest.NewServer(e.api)
 	t.Cleanup(e.srv.Close) // before the store's Close: cleanups run in reverse
 	return e

@@ -52,31 +52,36 @@ func TestGolden(t *testing.T) {
 		{"error-conflict", e.do(registry.RoleOperator, "POST", "/api/devices", `{"name":"sensor-001","profileName":"sensors"}`)},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			got := normalise(t, c.r)
-			path := filepath.Join("testdata", c.name+".golden")
-			if *update {
-				if err := os.MkdirAll("testdata", 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("answer differs from %s (go test -update accepts it)\n got:\n%s\nwant:\n%s", path, got, want)
-			}
-		})
+		t.Run(c.name, func(t *testing.T) { checkGolden(t, c.name, c.r) })
+	}
+}
+
+// checkGolden compares an answer, normalised, with testdata/name.golden,
+// or with -update writes it there.
+func checkGolden(t *testing.T, name string, r resp) {
+	t.Helper()
+	got := normalise(t, r)
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("answer differs from %s (go test -update accepts it)\n got:\n%s\nwant:\n%s", path, got, want)
 	}
 }
 
 // volatile are the fields whose values change from run to run.
-var volatile = regexp.MustCompile(`^(id|profileId|deviceId|createdAt|updatedAt|provisionedAt|revokedAt|time|seq|provisionDeviceKey|provisionDeviceSecret|token|key|password|clientId|userName|next|source|version)$`)
+var volatile = regexp.MustCompile(`^(id|profileId|deviceId|createdAt|updatedAt|provisionedAt|revokedAt|time|seq|provisionDeviceKey|provisionDeviceSecret|token|key|password|clientId|userName|next|source|version|lastConnect|lastDisconnect|lastActivity)$`)
 
 var uuidPattern = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
 

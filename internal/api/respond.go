@@ -13,6 +13,7 @@ import (
 
 	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
+	"github.com/zerotouch/zerotouch/internal/telemetry"
 )
 
 // Error is the body of every error response.
@@ -21,11 +22,14 @@ type Error struct {
 	Message string `json:"message"`
 }
 
-// Error codes. One code per HTTP status, so a client may switch on either:
+// Error codes. One code per HTTP status, so a client may switch on either,
+// except that 409 also has device-offline:
 //
 //	400 bad-request         the request is not well-formed: bad JSON, unknown
 //	                        field, wrong JSON type, invalid UTF-8, bad query
-//	                        parameter, malformed CSV header or syntax
+//	                        parameter, malformed CSV header or syntax, an
+//	                        invalid telemetry query, attribute or RPC request
+//	                        (telemetry.ErrInvalid)
 //	401 unauthorized        no API key, or an unknown one
 //	403 forbidden           the key's role may not do this
 //	404 not-found           no such route, or no such record in the key's organisation
@@ -33,12 +37,16 @@ type Error struct {
 //	409 conflict            registry.ErrConflict: name or key taken, profile
 //	                        still in use, credentials in use, a concurrent
 //	                        change (stale version), the last admin key
+//	409 device-offline      no live session of the device takes RPC requests
 //	413 too-large           the body exceeds the route's limit
 //	422 invalid             well-formed but breaks a domain rule
 //	                        (registry.ErrInvalid, provision.ErrBadCredentials):
 //	                        empty or over-long name, unknown strategy, bad
 //	                        credentials, unknown referenced profile, invalid import rows
 //	500 internal            anything else; details are logged, never returned
+//	503 unavailable         this node does not serve telemetry (no device
+//	                        hub), or its telemetry store is closing
+//	504 rpc-timeout         the device did not answer an RPC request in time
 const (
 	CodeBadRequest       = "bad-request"
 	CodeUnauthorized     = "unauthorized"
@@ -49,6 +57,9 @@ const (
 	CodeTooLarge         = "too-large"
 	CodeInvalid          = "invalid"
 	CodeInternal         = "internal"
+	CodeDeviceOffline    = "device-offline"
+	CodeUnavailable      = "unavailable"
+	CodeRPCTimeout       = "rpc-timeout"
 )
 
 // httpError is an error that already knows its response.
@@ -99,6 +110,12 @@ func classify(err error) (int, Error) {
 		return http.StatusNotFound, Error{CodeNotFound, err.Error()}
 	case errors.Is(err, registry.ErrInvalid), errors.Is(err, provision.ErrBadCredentials):
 		return http.StatusUnprocessableEntity, Error{CodeInvalid, domainMessage(err)}
+	case errors.Is(err, telemetry.ErrInvalid):
+		// A query or write the telemetry store or the device service
+		// refused: the caller's input, like a bad query parameter.
+		return http.StatusBadRequest, Error{CodeBadRequest, domainMessage(err)}
+	case errors.Is(err, telemetry.ErrClosed):
+		return http.StatusServiceUnavailable, Error{CodeUnavailable, "the telemetry store is closing (the server is shutting down); retry shortly"}
 	}
 	return http.StatusInternalServerError, Error{CodeInternal, "internal error; see the server log"}
 }
@@ -106,7 +123,9 @@ func classify(err error) (int, Error) {
 // writeError is the one place error responses are written.
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, body := classify(err)
-	if status >= 500 {
+	// Only faults: 503 and 504 say something about this node's setup or
+	// a device, and are told to the caller.
+	if status == http.StatusInternalServerError {
 		s.log.ErrorContext(r.Context(), "management API request failed",
 			"method", r.Method, "path", r.URL.Path, "err", err)
 	}
@@ -216,7 +235,7 @@ func jsonKind(k string) string {
 // that the error code already says.
 func domainMessage(err error) string {
 	msg := err.Error()
-	for _, sentinel := range []error{registry.ErrInvalid, provision.ErrBadCredentials} {
+	for _, sentinel := range []error{registry.ErrInvalid, provision.ErrBadCredentials, telemetry.ErrInvalid} {
 		if errors.Is(err, sentinel) {
 			msg = strings.TrimPrefix(msg, sentinel.Error()+": ")
 		}

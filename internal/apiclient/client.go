@@ -18,6 +18,7 @@ import (
 
 	"github.com/zerotouch/zerotouch/internal/api"
 	"github.com/zerotouch/zerotouch/internal/registry"
+	"github.com/zerotouch/zerotouch/internal/telemetry"
 )
 
 // Error is an error answer of the API.
@@ -85,6 +86,8 @@ type request struct {
 	body         io.Reader // sent as is when set (with contentType and size)
 	contentType  string
 	size         int64
+	// long lifts RequestTimeout: the call's context bounds it.
+	long bool
 }
 
 // do sends the request and decodes a 2xx answer into out (when not nil);
@@ -95,7 +98,9 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 	u.RawQuery = r.query.Encode()
 	body, size, hc := r.body, r.size, c.upload
 	if r.body == nil {
-		hc = c.http
+		if !r.long {
+			hc = c.http
+		}
 		if r.in != nil {
 			b, err := json.Marshal(r.in)
 			if err != nil {
@@ -341,4 +346,148 @@ func (c *Client) CreateAPIKey(ctx context.Context, in api.CreateAPIKeyRequest) (
 // DeleteAPIKey deletes an API key.
 func (c *Client) DeleteAPIKey(ctx context.Context, id string) error {
 	return c.do(ctx, request{method: http.MethodDelete, path: pathOf("/api/apikeys/%s", id)}, nil)
+}
+
+// Connected devices: state, telemetry, attributes, RPC.
+
+// DeviceState returns a device's connection state.
+func (c *Client) DeviceState(ctx context.Context, deviceID string) (*api.DeviceState, error) {
+	var out api.DeviceState
+	return &out, c.do(ctx, request{method: http.MethodGet, path: pathOf("/api/devices/%s/state", deviceID)}, &out)
+}
+
+// keysQuery is the "keys" parameter, when there are keys.
+func keysQuery(q url.Values, keys []string) url.Values {
+	if len(keys) > 0 {
+		q.Set("keys", strings.Join(keys, ","))
+	}
+	return q
+}
+
+// LatestTelemetry returns the latest value of the given keys of a device
+// (of all its keys when keys is empty), sorted by key.
+func (c *Client) LatestTelemetry(ctx context.Context, deviceID string, keys []string) ([]api.LatestValue, error) {
+	var out api.LatestValues
+	err := c.do(ctx, request{method: http.MethodGet, path: pathOf("/api/devices/%s/telemetry/latest", deviceID), query: keysQuery(url.Values{}, keys)}, &out)
+	return out.Values, err
+}
+
+// TelemetryQuery selects a device's values in QueryTelemetry. Zero fields
+// take the server's defaults: every key with a latest value, the 24 hours
+// before To, To now, 100 values per key, newest first, raw values.
+type TelemetryQuery struct {
+	Keys []string
+	// From (inclusive) and To (exclusive) bound the range; Since sets From
+	// to that long before the server's now, instead of From.
+	From, To time.Time
+	Since    time.Duration
+	// Limit and Order ("asc" or "desc") apply to raw values.
+	Limit int
+	Order string
+	// Aggregation (min, max, avg, sum, count) with Interval aggregates the
+	// values per interval.
+	Aggregation string
+	Interval    time.Duration
+}
+
+// QueryTelemetry returns a device's time series, one per key.
+func (c *Client) QueryTelemetry(ctx context.Context, deviceID string, tq TelemetryQuery) ([]api.Series, error) {
+	q := keysQuery(url.Values{}, tq.Keys)
+	if !tq.From.IsZero() {
+		q.Set("from", strconv.FormatInt(tq.From.UnixMilli(), 10))
+	}
+	if !tq.To.IsZero() {
+		q.Set("to", strconv.FormatInt(tq.To.UnixMilli(), 10))
+	}
+	if tq.Since != 0 {
+		q.Set("since", tq.Since.String())
+	}
+	if tq.Limit != 0 {
+		q.Set("limit", strconv.Itoa(tq.Limit))
+	}
+	if tq.Order != "" {
+		q.Set("order", tq.Order)
+	}
+	if tq.Aggregation != "" {
+		q.Set("agg", tq.Aggregation)
+	}
+	if tq.Interval != 0 {
+		q.Set("interval", tq.Interval.String())
+	}
+	var out api.TelemetrySeries
+	err := c.do(ctx, request{method: http.MethodGet, path: pathOf("/api/devices/%s/telemetry", deviceID), query: q}, &out)
+	return out.Series, err
+}
+
+// Attributes returns a device's attributes of scope (of all three scopes
+// when scope is empty), only those of keys when keys is not empty.
+func (c *Client) Attributes(ctx context.Context, deviceID string, scope telemetry.Scope, keys []string) ([]api.AttributeValue, error) {
+	q := keysQuery(url.Values{}, keys)
+	if scope != "" {
+		q.Set("scope", string(scope))
+	}
+	var out api.Attributes
+	err := c.do(ctx, request{method: http.MethodGet, path: pathOf("/api/devices/%s/attributes", deviceID), query: q}, &out)
+	return out.Attributes, err
+}
+
+// SetAttributes sets shared or server attributes of a device, each value
+// the JSON text of the value (typed by its form, as the API documents; the
+// text is sent as is, so that 1.0 stays a double). It returns how many
+// live sessions the shared attributes were pushed to.
+func (c *Client) SetAttributes(ctx context.Context, deviceID string, scope telemetry.Scope, values map[string]json.RawMessage) (int, error) {
+	var out api.AttributesSet
+	err := c.do(ctx, request{method: http.MethodPut, path: pathOf("/api/devices/%s/attributes/%s", deviceID, string(scope)), in: values}, &out)
+	return out.Pushed, err
+}
+
+// DeleteAttributes deletes shared or server attributes of a device and
+// returns the keys that existed.
+func (c *Client) DeleteAttributes(ctx context.Context, deviceID string, scope telemetry.Scope, keys []string) ([]string, error) {
+	var out api.AttributesDeleted
+	err := c.do(ctx, request{method: http.MethodDelete, path: pathOf("/api/devices/%s/attributes/%s", deviceID, string(scope)), query: keysQuery(url.Values{}, keys)}, &out)
+	return out.Deleted, err
+}
+
+// RPCOptions tune RPC.
+type RPCOptions struct {
+	// Timeout is how long the server waits for the device's answer
+	// (the server's default, 10s, when 0).
+	Timeout time.Duration
+	// OneWay returns once the device took the request, without an answer.
+	OneWay bool
+}
+
+// rpcDefaultTimeout mirrors the server's default, to bound the client's wait.
+const rpcDefaultTimeout = 10 * time.Second
+
+// RPC sends a command to a device and returns its answer (nil for a
+// one-way request). An offline device is an *Error with Code
+// api.CodeDeviceOffline (409), no answer in time one with
+// api.CodeRPCTimeout (504).
+func (c *Client) RPC(ctx context.Context, deviceID, method string, params json.RawMessage, o RPCOptions) (json.RawMessage, error) {
+	in := api.RPCRequest{Method: method, Params: params, OneWay: o.OneWay}
+	wait := rpcDefaultTimeout
+	if o.Timeout != 0 {
+		in.Timeout, wait = o.Timeout.String(), o.Timeout
+	}
+	// The answer may legitimately take longer than RequestTimeout: bound
+	// the call by the RPC's own timeout, plus the ordinary margin.
+	ctx, cancel := context.WithTimeout(ctx, wait+RequestTimeout)
+	defer cancel()
+	var out struct {
+		api.RPCResult
+		api.RPCDelivered
+	}
+	err := c.do(ctx, request{method: http.MethodPost, path: pathOf("/api/devices/%s/rpc", deviceID), in: in, long: true}, &out)
+	if err != nil || o.OneWay {
+		return nil, err
+	}
+	// The server indents its answers; give back the value compact, as the
+	// device sent it.
+	var buf bytes.Buffer
+	if json.Compact(&buf, out.Result) != nil {
+		return out.Result, nil
+	}
+	return buf.Bytes(), nil
 }

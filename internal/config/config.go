@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -31,6 +32,23 @@ type Config struct {
 	// together); "0" means no cap. Parsed into MQTTMaxClients by Finish.
 	MQTTMaxClientsText string `yaml:"mqtt-max-clients"`
 	MQTTMaxClients     int    `yaml:"-"`
+	// Telemetry ingestion: the batch window (the most a crash can lose),
+	// how long samples are kept ("0": forever), and per-device limits.
+	// Parsed into the typed fields below by Finish.
+	TelemetryFlushText     string `yaml:"telemetry-flush"`
+	TelemetryRetentionText string `yaml:"telemetry-retention"`
+	DeviceMaxPayloadText   string `yaml:"device-max-payload"`
+	DeviceMaxKeysText      string `yaml:"device-max-keys"`
+	DeviceRateText         string `yaml:"device-rate"`
+	DeviceBurstText        string `yaml:"device-burst"`
+
+	TelemetryFlush     time.Duration `yaml:"-"`
+	TelemetryRetention time.Duration `yaml:"-"`
+	DeviceMaxPayload   int           `yaml:"-"`
+	DeviceMaxKeys      int           `yaml:"-"`
+	DeviceRate         float64       `yaml:"-"`
+	DeviceBurst        int           `yaml:"-"`
+
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel  string `yaml:"log-level"`
 	LogFormat string `yaml:"log-format"`
@@ -50,9 +68,15 @@ func Defaults() Config {
 		MQTT:    ":1883",
 		// Well below the default limit of 20,000-odd open files of a
 		// process here, leaving room for HTTP, the database and provisioning.
-		MQTTMaxClientsText: "10000",
-		LogLevel:           "info",
-		LogFormat:          "text",
+		MQTTMaxClientsText:     "10000",
+		TelemetryFlushText:     "500ms",
+		TelemetryRetentionText: "30d",
+		DeviceMaxPayloadText:   "65536",
+		DeviceMaxKeysText:      "1000",
+		DeviceRateText:         "10",
+		DeviceBurstText:        "100",
+		LogLevel:               "info",
+		LogFormat:              "text",
 	}
 }
 
@@ -79,6 +103,12 @@ func Settings() []Setting {
 		{"http", "HTTP listen address (console, management API, device HTTP API, /metrics), or \"off\"", func(c *Config) *string { return &c.HTTP }},
 		{"mqtt", "MQTT listen address (device provisioning and hub), or \"off\"", func(c *Config) *string { return &c.MQTT }},
 		{"mqtt-max-clients", "maximum MQTT sessions, devices and provisioning together (0: no limit; provisioning may use at most half)", func(c *Config) *string { return &c.MQTTMaxClientsText }},
+		{"telemetry-flush", "telemetry batch window: values are committed together this often, and a crash loses at most this much (e.g. 500ms, 2s)", func(c *Config) *string { return &c.TelemetryFlushText }},
+		{"telemetry-retention", "how long telemetry values are kept (e.g. 30d, 72h; 0: forever); latest values and attributes are kept", func(c *Config) *string { return &c.TelemetryRetentionText }},
+		{"device-max-payload", "largest message a device may send, in bytes", func(c *Config) *string { return &c.DeviceMaxPayloadText }},
+		{"device-max-keys", "most values or attributes in one device message", func(c *Config) *string { return &c.DeviceMaxKeysText }},
+		{"device-rate", "messages per second a device may send, sustained", func(c *Config) *string { return &c.DeviceRateText }},
+		{"device-burst", "messages a device may send at once above its rate", func(c *Config) *string { return &c.DeviceBurstText }},
 		{"log-level", "log level: debug, info, warn, error", func(c *Config) *string { return &c.LogLevel }},
 		{"log-format", "log format: text or json", func(c *Config) *string { return &c.LogFormat }},
 		{"admin-key-file", "file holding the initial admin API key (instead of a generated one)", func(c *Config) *string { return &c.AdminKeyFile }},
@@ -127,6 +157,31 @@ func (c *Config) Finish() error {
 	} else {
 		c.MQTTMaxClients = n
 	}
+	if d, err := ParseDuration(c.TelemetryFlushText); err != nil || d < time.Millisecond || d > time.Minute {
+		errs = append(errs, fmt.Errorf("--telemetry-flush %q: want a duration between 1ms and 1m, e.g. 500ms", c.TelemetryFlushText))
+	} else {
+		c.TelemetryFlush = d
+	}
+	if d, err := ParseDuration(c.TelemetryRetentionText); err != nil || d < 0 || (d > 0 && d < time.Minute) {
+		errs = append(errs, fmt.Errorf("--telemetry-retention %q: want 0 (forever) or a duration of at least 1m, e.g. 30d or 72h", c.TelemetryRetentionText))
+	} else {
+		c.TelemetryRetention = d
+	}
+	positive := func(flag, text string, max int, dst *int) {
+		if n, err := strconv.Atoi(text); err != nil || n <= 0 || n > max {
+			errs = append(errs, fmt.Errorf("--%s %q: want a whole number from 1 to %d", flag, text, max))
+		} else {
+			*dst = n
+		}
+	}
+	positive("device-max-payload", c.DeviceMaxPayloadText, 16<<20, &c.DeviceMaxPayload)
+	positive("device-max-keys", c.DeviceMaxKeysText, 100_000, &c.DeviceMaxKeys)
+	positive("device-burst", c.DeviceBurstText, 1_000_000, &c.DeviceBurst)
+	if r, err := strconv.ParseFloat(c.DeviceRateText, 64); err != nil || !(r > 0) || r > 1e6 {
+		errs = append(errs, fmt.Errorf("--device-rate %q: want messages per second, a number above 0 (e.g. 0.5, 10)", c.DeviceRateText))
+	} else {
+		c.DeviceRate = r
+	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data must not be empty"))
 	}
@@ -151,6 +206,19 @@ func (c *Config) Finish() error {
 		errs = append(errs, errors.New("the initial admin key must be at least 16 characters long"))
 	}
 	return errors.Join(errs...)
+}
+
+// ParseDuration parses a Go duration ("500ms", "72h") or a number of days
+// ("30d"); "0" is zero.
+func ParseDuration(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseFloat(days, 64)
+		if err != nil || n < 0 || n > 100*365 {
+			return 0, fmt.Errorf("bad number of days %q", s)
+		}
+		return time.Duration(n * float64(24*time.Hour)), nil
+	}
+	return time.ParseDuration(s)
 }
 
 func checkAddr(addr string) error {

@@ -90,7 +90,7 @@ func (h *Hub) connect(cl *mqtt.Client, pk packets.Packet) packets.Code {
 		if cred.Type == registry.CredentialMQTTBasic {
 			sess.Username = username
 		}
-		c := &conn{cl: cl, sess: sess, dev: &DeviceSession{
+		c := &conn{h: h, cl: cl, sess: sess, dev: &DeviceSession{
 			Session:        sess,
 			OrgID:          dev.OrgID,
 			DeviceID:       dev.ID,
@@ -98,9 +98,11 @@ func (h *Hub) connect(cl *mqtt.Client, pk packets.Packet) packets.Code {
 			CredentialID:   cred.ID,
 			CredentialType: cred.Type,
 		}}
+		c.dev.conn = c
 		cl.ID = deviceScopedID(dev.ID, sess.ClientID) // before mochi shares cl
 		switch res := h.sessions.register(c, seq0); res {
 		case registered:
+			h.presence(c, true)
 			h.log.Debug("device connected", "client", truncate(sess.ClientID), "remote", sess.RemoteAddr, "device", dev.ID, "credentials", cred.Type)
 			return packets.CodeSuccess
 		case changed:

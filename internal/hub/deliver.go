@@ -18,6 +18,30 @@ var (
 	errInflightFull  = errors.New("the session has too many unacknowledged messages")
 )
 
+// DeliverToDevice publishes a message on topic (below DeviceTopicPrefix)
+// to every live session of the device that subscribed to it, and returns
+// how many took it. Nothing is queued for a device that is offline: the
+// caller decides what an undelivered message means.
+func (h *Hub) DeliverToDevice(deviceID, topic string, payload []byte) int {
+	h.sessions.mu.Lock()
+	targets := make([]*conn, 0, len(h.sessions.byDevice[deviceID]))
+	for c := range h.sessions.byDevice[deviceID] {
+		targets = append(targets, c)
+	}
+	h.sessions.mu.Unlock()
+	n := 0
+	for _, c := range targets {
+		if err := h.deliver(c, topic, payload, packets.Properties{}); err != nil {
+			if !errors.Is(err, errNotSubscribed) {
+				h.log.Info("message to device not delivered", "client", truncate(c.sess.ClientID), "device", deviceID, "topic", truncate(topic), "error", err)
+			}
+			continue
+		}
+		n++
+	}
+	return n
+}
+
 // deliver publishes one message to one session, never through mochi's
 // fan-out: it does for c what mochi's unexported publishToClient does for
 // each subscriber. The session must hold a subscription matching topic;

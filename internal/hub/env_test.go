@@ -39,6 +39,7 @@ type env struct {
 
 	provCalls  chan provCall
 	devicePubs chan devicePub
+	presence   *presenceLog
 }
 
 type provCall struct {
@@ -75,8 +76,9 @@ func newEnv(t testing.TB, tweak ...func(*Options)) *env {
 		changes:    changes,
 		provCalls:  make(chan provCall, 1000),
 		devicePubs: make(chan devicePub, 1000),
+		presence:   &presenceLog{},
 	}
-	opts := Options{Store: e.store, Changes: changes, Logger: testLogger(t), Limiter: lenientLimiter()}
+	opts := Options{Store: e.store, Changes: changes, Logger: testLogger(t), Limiter: lenientLimiter(), Presence: e.presence}
 	for _, f := range tweak {
 		f(&opts)
 	}
@@ -97,11 +99,15 @@ func newEnv(t testing.TB, tweak ...func(*Options)) *env {
 			return []byte("answer:" + string(payload))
 		},
 	})
-	h.HandleDeviceTopic(DeviceTopicPrefix, func(ctx context.Context, s DeviceSession, topic string, payload []byte) {
+	h.HandleDeviceTopic(DeviceTopicPrefix, func(ctx context.Context, s DeviceSession, topic string, payload []byte) error {
+		if err := scriptedRefusal(string(payload)); err != nil {
+			return err
+		}
 		select {
 		case e.devicePubs <- devicePub{sess: s, topic: topic, payload: string(payload)}:
 		default:
 		}
+		return nil
 	})
 	addr, err := h.ListenTCP("mqtt", "127.0.0.1:0")
 	if err != nil {

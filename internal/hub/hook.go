@@ -3,11 +3,15 @@ package hub
 import (
 	"bytes"
 	"context"
+	"errors"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/zerotouch/zerotouch/internal/device"
 )
 
 // hook plugs the hub into mochi. Every method is called on a client's own
@@ -98,27 +102,136 @@ func allowed(c *conn, topic string, write bool) bool {
 	return false
 }
 
-// OnPublish keeps every client publish away from mochi's fan-out: the ACL
-// has passed, so the message is acknowledged (QoS 1 and 2) but neither
-// forwarded nor retained. OnPublished then hands it to its handler.
+// OnPublish keeps every client publish away from mochi's fan-out: nothing
+// a client publishes is forwarded or retained. A device's publish is
+// handled here, before it is acknowledged, so that a QoS 1 message is
+// acknowledged only once its handler accepted it, and refused with an MQTT
+// 5 reason code otherwise (see refusePublish). A provisioning request is
+// acknowledged first and answered by OnPublished.
 func (k *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
 		return pk, nil
 	}
-	c := k.h.sessions.lookup(cl)
+	h := k.h
+	c := h.sessions.lookup(cl)
 	if c == nil || c.revoked.Load() || !allowed(c, pk.TopicName, true) {
 		return pk, packets.ErrRejectPacket
 	}
-	return pk, packets.CodeSuccessIgnore
+	if c.dev == nil {
+		return pk, packets.CodeSuccessIgnore
+	}
+	fn := h.deviceTopicHandler(pk.TopicName)
+	if fn == nil {
+		h.log.Debug("device publish dropped: no handler for the topic", "client", truncate(cl.ID), "device", c.dev.DeviceID, "topic", truncate(pk.TopicName))
+		return pk, packets.CodeSuccessIgnore
+	}
+	h.handling.RLock()
+	defer h.handling.RUnlock()
+	if h.draining {
+		// Not acknowledged: the client sends it again after reconnecting.
+		return pk, packets.ErrRejectPacket
+	}
+	err := h.runDeviceHandler(fn, c, pk)
+	if err == nil {
+		return pk, packets.CodeSuccessIgnore
+	}
+	return pk, h.refusePublish(c, pk, err)
 }
 
-// OnPublished runs the handler of an accepted publish. mochi calls it
-// after the PUBACK (or PUBREC) went out and the packet's id was released,
-// so the answer is sent after the acknowledgement and may reuse that id.
+// runDeviceHandler calls a device topic handler, turning a panic into an
+// error so that one bad message cannot take the broker down.
+func (h *Hub) runDeviceHandler(fn DeviceTopicHandler, c *conn, pk packets.Packet) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			h.log.Error("panic in a device topic handler", "client", truncate(c.sess.ClientID), "remote", c.sess.RemoteAddr, "topic", truncate(pk.TopicName), "panic", r, "stack", string(debug.Stack()))
+			err = errHandlerPanic
+		}
+	}()
+	ctx, cancel := context.WithTimeout(h.ctx, h.opts.HandleTimeout)
+	defer cancel()
+	return fn(ctx, *c.dev, pk.TopicName, pk.Payload)
+}
+
+var errHandlerPanic = errors.New("internal error while handling the message")
+
+// refusePublish answers a device message its handler refused. MQTT 5 QoS 1
+// messages get a PUBACK with a reason code: 0x99 (payload format invalid)
+// for a malformed payload or too many keys, 0x97 (quota exceeded) when the
+// device sends too fast or the server cannot store more now, 0x80 for
+// anything else. Where there is no PUBACK to carry the refusal (QoS 0, MQTT
+// 3, QoS 2):
+//   - a malformed message is acknowledged and dropped (logged, and
+//     counted by its handler): sending it again would not mend it;
+//   - a device over its message rate is disconnected (MQTT 5: reason 0x96,
+//     message rate too high);
+//   - an oversized payload always disconnects (MQTT 5: 0x95, packet too
+//     large), as the broker does for packets over its own size limit;
+//   - a message the server cannot store now disconnects the device when it
+//     asked for delivery (QoS 1 or 2): unacknowledged, it is sent again
+//     after the reconnection. At QoS 0 it is dropped.
+func (h *Hub) refusePublish(c *conn, pk packets.Packet, err error) error {
+	v5ack := c.sess.ProtocolVersion == 5 && pk.FixedHeader.Qos == 1
+	log := h.log.With("client", truncate(c.sess.ClientID), "remote", c.sess.RemoteAddr, "device", c.dev.DeviceID, "topic", truncate(pk.TopicName), "error", err)
+	var disconnect packets.Code
+	switch {
+	case errors.Is(err, device.ErrTooLarge):
+		disconnect = packets.ErrPacketTooLarge
+	case errors.Is(err, device.ErrBadPayload), errors.Is(err, device.ErrTooManyKeys):
+		log.Info("device message refused")
+		if v5ack {
+			return withReason(packets.ErrPayloadFormatInvalid, err)
+		}
+		// Acknowledged and dropped: resending it would not make it valid.
+		return packets.CodeSuccessIgnore
+	case errors.Is(err, device.ErrRateLimited):
+		if v5ack {
+			log.Debug("device message refused")
+			return withReason(packets.ErrQuotaExceeded, err)
+		}
+		disconnect = packets.ErrMessageRateTooHigh
+	case errors.Is(err, device.ErrOverloaded):
+		if v5ack {
+			return withReason(packets.ErrQuotaExceeded, err)
+		}
+		if pk.FixedHeader.Qos == 0 {
+			return packets.ErrRejectPacket
+		}
+		disconnect = packets.ErrServerBusy
+	default:
+		log.Warn("device message could not be handled")
+		if v5ack {
+			return withReason(packets.ErrUnspecifiedError, err)
+		}
+		if pk.FixedHeader.Qos == 0 {
+			return packets.ErrRejectPacket
+		}
+		disconnect = packets.ErrUnspecifiedError
+	}
+	log.Info("device disconnected: message refused", "reason", disconnect.Reason)
+	if nc := c.cl.Net.Conn; nc != nil {
+		nc.SetWriteDeadline(time.Now().Add(kickWriteTimeout))
+	}
+	if c.sess.ProtocolVersion >= 5 {
+		h.srv.DisconnectClient(c.cl, disconnect)
+	} else {
+		c.cl.Stop(disconnect)
+	}
+	return packets.ErrRejectPacket
+}
+
+// withReason adds err's text as the MQTT 5 reason string of code.
+func withReason(code packets.Code, err error) packets.Code {
+	code.Reason = truncate(err.Error())
+	return code
+}
+
+// OnPublished answers a provisioning request. mochi calls it after the
+// PUBACK (or PUBREC) went out and the packet's id was released, so the
+// answer is sent after the acknowledgement and may reuse that id.
 func (k *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	h := k.h
 	c := h.sessions.lookup(cl)
-	if c == nil || c.revoked.Load() {
+	if c == nil || c.revoked.Load() || c.route == nil || pk.TopicName != c.route.RequestTopic {
 		return
 	}
 	h.handling.RLock()
@@ -132,19 +245,7 @@ func (k *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 			h.log.Error("panic in a publish handler", "client", truncate(cl.ID), "remote", cl.Net.Remote, "topic", truncate(pk.TopicName), "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
-	switch {
-	case c.route != nil && pk.TopicName == c.route.RequestTopic:
-		h.answer(c, pk)
-	case c.dev != nil:
-		fn := h.deviceTopicHandler(pk.TopicName)
-		if fn == nil {
-			h.log.Debug("device publish dropped: no handler for the topic", "client", truncate(cl.ID), "device", c.dev.DeviceID, "topic", truncate(pk.TopicName))
-			return
-		}
-		ctx, cancel := context.WithTimeout(h.ctx, h.opts.HandleTimeout)
-		defer cancel()
-		fn(ctx, *c.dev, pk.TopicName, pk.Payload)
-	}
+	h.answer(c, pk)
 }
 
 // answer runs a provisioning request through its route and sends the
@@ -195,7 +296,9 @@ func (k *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 			h.srv.Clients.Delete(cl.ID)
 		}
 	}
-	h.sessions.unregister(cl)
+	if gone := h.sessions.unregister(cl); gone != nil && gone.dev != nil {
+		h.presence(gone, false)
+	}
 	h.log.Debug("session closed", "client", truncate(c.sess.ClientID), "remote", c.sess.RemoteAddr, "error", err)
 }
 

@@ -54,6 +54,11 @@ const (
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultHandleTimeout  = 30 * time.Second
 	DefaultSessionExpiry  = time.Hour
+	// DefaultMaxQueuedWrites bounds the packets queued for one client
+	// while its connection is slow. The hub sends a device little (answers,
+	// pushes, commands), and mochi's default (8,192) costs 64 KiB of
+	// channel per connection, most of an idle device's memory.
+	DefaultMaxQueuedWrites = 64
 
 	// DefaultProvisioningSessionLifetime is how long a provisioning
 	// session may stay connected: connecting, subscribing, sending a
@@ -116,6 +121,8 @@ type Options struct {
 	// pipeline's so that both remember the same verified secrets. nil uses
 	// a private one.
 	Verifier *secret.Verifier
+	// Presence, when set, is told when device sessions begin and end.
+	Presence Presence
 
 	// MaxPacketSize caps an incoming packet, in bytes (DefaultMaxPacketSize
 	// when 0).
@@ -162,6 +169,10 @@ type Options struct {
 	// (DefaultMaxPendingConnectionsPerHost when 0; negative: no cap),
 	// counted as RefusedPendingConnectionsPerHost.
 	MaxPendingConnectionsPerHost int
+	// MaxQueuedWrites bounds the packets queued for one slow client
+	// (DefaultMaxQueuedWrites when 0); a message beyond it is not
+	// delivered.
+	MaxQueuedWrites int
 	// HandleTimeout bounds one provisioning or device-topic handler call
 	// (DefaultHandleTimeout when 0).
 	HandleTimeout time.Duration
@@ -195,6 +206,18 @@ type DeviceSession struct {
 	DeviceName     string
 	CredentialID   string
 	CredentialType registry.CredentialType
+
+	conn *conn
+}
+
+// Reply publishes a message on topic (below DeviceTopicPrefix) to this
+// session alone, if it subscribed to it: the answer to a request the
+// session made.
+func (s DeviceSession) Reply(topic string, payload []byte) error {
+	if s.conn == nil {
+		return errSessionEnded
+	}
+	return s.conn.h.deliver(s.conn, topic, payload, packets.Properties{})
 }
 
 // ProvisioningRoute lets unauthenticated devices provision themselves over
@@ -213,10 +236,21 @@ type ProvisioningRoute struct {
 }
 
 // DeviceTopicHandler receives what a device publishes on a topic below
-// DeviceTopicPrefix. It runs on the device session's read path, so one
-// device's messages arrive in order; payload must not be kept after it
-// returns.
-type DeviceTopicHandler func(ctx context.Context, s DeviceSession, topic string, payload []byte)
+// DeviceTopicPrefix. It runs on the device session's read path, before the
+// message is acknowledged, so one device's messages arrive in order and
+// must be handled quickly; payload must not be kept after it returns. An
+// error refuses the message: errors wrapping device.ErrBadPayload,
+// ErrTooManyKeys, ErrTooLarge, ErrRateLimited or ErrOverloaded get the
+// refusal the hub documents for each (see refusePublish).
+type DeviceTopicHandler func(ctx context.Context, s DeviceSession, topic string, payload []byte) error
+
+// Presence is told when device sessions begin and end. Calls for one
+// session come in order (Connected, then Disconnected once); a device may
+// have several sessions at once.
+type Presence interface {
+	Connected(deviceID string)
+	Disconnected(deviceID string)
+}
 
 type deviceTopicRoute struct {
 	prefix string
@@ -320,6 +354,9 @@ func New(opts Options) (*Hub, error) {
 	if opts.HandleTimeout <= 0 {
 		opts.HandleTimeout = DefaultHandleTimeout
 	}
+	if opts.MaxQueuedWrites <= 0 {
+		opts.MaxQueuedWrites = DefaultMaxQueuedWrites
+	}
 	if opts.SessionExpiry <= 0 {
 		opts.SessionExpiry = DefaultSessionExpiry
 	}
@@ -351,6 +388,7 @@ func New(opts Options) (*Hub, error) {
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = opts.MaxPacketSize
+	caps.MaximumClientWritesPending = int32(min(opts.MaxQueuedWrites, math.MaxInt32))
 	// MaxClients is enforced by the hub (sessions.register), not by mochi:
 	// mochi's own check runs before the hooks (so its refusals could not
 	// be counted), is racy under concurrent CONNECTs (it counts sessions
@@ -423,7 +461,8 @@ func (h *Hub) HandleProvisioning(r ProvisioningRoute) {
 // HandleDeviceTopic registers fn for what devices publish on topics that
 // start with prefix, which must lie below DeviceTopicPrefix (a full topic
 // name is a prefix too). The longest matching prefix wins; a publish that
-// matches no handler is acknowledged and dropped.
+// matches no handler is acknowledged and dropped. Register handlers before
+// Start.
 func (h *Hub) HandleDeviceTopic(prefix string, fn DeviceTopicHandler) {
 	if !strings.HasPrefix(prefix, DeviceTopicPrefix) || strings.ContainsAny(prefix, "+#") || fn == nil {
 		panic("hub: device topic handler needs a prefix below " + DeviceTopicPrefix + " without wildcards, and a function")
@@ -716,8 +755,22 @@ func (h *Hub) janitor() {
 		case <-h.stop:
 			return
 		case <-t.C:
-			h.sessions.sweep()
+			for _, c := range h.sessions.sweep() {
+				h.presence(c, false)
+			}
 		}
+	}
+}
+
+// presence tells Options.Presence that device session c began or ended.
+func (h *Hub) presence(c *conn, connected bool) {
+	p := h.opts.Presence
+	switch {
+	case p == nil:
+	case connected:
+		p.Connected(c.dev.DeviceID)
+	default:
+		p.Disconnected(c.dev.DeviceID)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 // conn is the hub's record of one live connection, made at CONNECT.
 type conn struct {
+	h     *Hub
 	cl    *mqtt.Client
 	sess  Session
 	route *ProvisioningRoute // set for a provisioning session
@@ -249,8 +250,8 @@ func (s *sessions) revoke(ch registry.Change) []*conn {
 
 // sweep forgets connections that ended without OnDisconnect (mochi skips
 // it when the CONNACK cannot be written): those seen closed on two sweeps
-// in a row.
-func (s *sessions) sweep() {
+// in a row. It returns the device sessions it forgot.
+func (s *sessions) sweep() (gone []*conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for cl, c := range s.live {
@@ -258,9 +259,12 @@ func (s *sessions) sweep() {
 			continue
 		}
 		if c.closedSeen {
-			s.removeLocked(cl)
+			if s.removeLocked(cl).dev != nil {
+				gone = append(gone, c)
+			}
 		} else {
 			c.closedSeen = true
 		}
 	}
+	return gone
 }

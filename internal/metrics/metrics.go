@@ -59,8 +59,13 @@ func (m *Metrics) GaugeFunc(name, help string, fn func() float64) {
 
 // CounterFunc registers a counter with one label whose values, one per label
 // value, are read from fn at scrape time (counts kept by another package).
+// With an empty label the counter has no label and fn is called with "".
 func (m *Metrics) CounterFunc(name, help, label string, values []string, fn func(value string) float64) {
 	if m == nil {
+		return
+	}
+	if label == "" {
+		m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return fn("") }))
 		return
 	}
 	m.Registry.MustRegister(&labelledCounterFunc{desc: prometheus.NewDesc(name, help, []string{label}, nil), values: values, fn: fn})

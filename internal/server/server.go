@@ -18,6 +18,7 @@ import (
 
 	"github.com/zerotouch/zerotouch/internal/api"
 	"github.com/zerotouch/zerotouch/internal/config"
+	"github.com/zerotouch/zerotouch/internal/device"
 	"github.com/zerotouch/zerotouch/internal/dialect/thingsboard"
 	"github.com/zerotouch/zerotouch/internal/hub"
 	"github.com/zerotouch/zerotouch/internal/metrics"
@@ -25,15 +26,23 @@ import (
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/secret"
 	"github.com/zerotouch/zerotouch/internal/store/sqlite"
+	"github.com/zerotouch/zerotouch/internal/telemetry"
 )
 
 // DatabaseFile is the SQLite file's name inside the data directory.
 const DatabaseFile = "zerotouch.db"
 
+// TelemetryFile is the SQLite file of telemetry and attributes, apart from
+// the registry so that ingestion and provisioning do not wait for each
+// other's commits.
+const TelemetryFile = "telemetry.db"
+
 // Server is a running node.
 type Server struct {
 	log      *slog.Logger
 	store    registry.Store
+	tstore   telemetry.Store
+	devices  *device.Service
 	hub      *hub.Hub
 	http     *http.Server
 	httpAddr net.Addr
@@ -73,6 +82,10 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	}()
 	changes := &registry.Changes{}
 	s.store = registry.NotifyingStore{Store: raw, Changes: changes}
+	tsPath := filepath.Join(cfg.DataDir, TelemetryFile)
+	if s.tstore, err = sqlite.OpenTelemetry(ctx, tsPath, sqlite.TelemetryOptions{Logger: log}); err != nil {
+		return s, fmt.Errorf("open database %s: %w", tsPath, err)
+	}
 
 	m := metrics.New()
 	// One limiter for every failure a source can cause (wrong provision
@@ -87,10 +100,44 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	svc := provision.New(provision.Options{Store: s.store, Logger: log, Metrics: m, Limiter: limiter, Verifier: secrets})
 	tb := thingsboard.NewHandler(svc)
 
-	s.hub, err = hub.New(hub.Options{Store: s.store, Changes: changes, Logger: log, Limiter: limiter, Verifier: secrets, MaxClients: cfg.MQTTMaxClients})
+	s.devices, err = device.New(device.Options{
+		Store:    s.tstore,
+		Registry: s.store,
+		Limiter:  limiter,
+		Logger:   log,
+		Limits: device.Limits{
+			MaxPayload: cfg.DeviceMaxPayload,
+			MaxKeys:    cfg.DeviceMaxKeys,
+			Rate:       cfg.DeviceRate,
+			Burst:      cfg.DeviceBurst,
+		},
+		Writer:    telemetry.WriterOptions{Interval: cfg.TelemetryFlush},
+		Retention: cfg.TelemetryRetention,
+	})
 	if err != nil {
 		return s, err
 	}
+	changes.Subscribe(func(ch registry.Change) {
+		if ch.Kind != registry.ChangeDeviceDeleted {
+			return
+		}
+		// Not on the deleting request's path: a subscriber must not block.
+		go func() {
+			if err := s.devices.Forget(context.Background(), ch.DeviceID); err != nil {
+				log.Error("deleting a deleted device's telemetry failed", "device", ch.DeviceID, "error", err)
+			}
+		}()
+	})
+	registerDeviceMetrics(m, s.devices)
+
+	s.hub, err = hub.New(hub.Options{Store: s.store, Changes: changes, Logger: log, Limiter: limiter, Verifier: secrets, MaxClients: cfg.MQTTMaxClients, Presence: s.devices})
+	if err != nil {
+		return s, err
+	}
+	tbDevices := thingsboard.NewDeviceAPI(s.devices, s.hub, log)
+	s.hub.HandleDeviceTopic(hub.DeviceTopicPrefix, func(ctx context.Context, sess hub.DeviceSession, topic string, payload []byte) error {
+		return tbDevices.HandleMQTT(ctx, sess.DeviceID, topic, payload, sess.Reply)
+	})
 	s.hub.HandleProvisioning(hub.ProvisioningRoute{
 		Username:      thingsboard.ProvisionUsername,
 		RequestTopic:  thingsboard.RequestTopic,
@@ -114,7 +161,10 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 
 	mux := http.NewServeMux()
 	mux.Handle("POST /api/v1/provision", tb)
-	mux.Handle("/api/", api.New(api.Options{Store: s.store, Logger: log}))
+	for _, pattern := range thingsboard.HTTPRoutes {
+		mux.Handle(pattern, tbDevices)
+	}
+	mux.Handle("/api/", api.New(api.Options{Store: s.store, Logger: log, Devices: s.devices}))
 	mux.Handle("GET /metrics", m.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
@@ -160,6 +210,32 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	}
 	log.Info("zerotouch is running", "data", cfg.DataDir, "http", addrString(s.httpAddr), "mqtt", addrString(s.mqttAddr))
 	return s, nil
+}
+
+// registerDeviceMetrics exposes ingestion and connection figures.
+func registerDeviceMetrics(m *metrics.Metrics, d *device.Service) {
+	m.CounterFunc("zerotouch_device_messages_total", "Messages devices sent (telemetry, attributes, requests), by result.", "result",
+		device.Results(), func(r string) float64 { return float64(d.Count(r)) })
+	m.CounterFunc("zerotouch_telemetry_values_total", "Time-series values accepted for storage.", "", nil,
+		func(string) float64 { return float64(d.ValuesAccepted()) })
+	w := d.Writer()
+	m.CounterFunc("zerotouch_telemetry_commits_total", "Telemetry batches committed to the store.", "", nil,
+		func(string) float64 { return float64(w.Commits()) })
+	m.CounterFunc("zerotouch_telemetry_committed_records_total", "Records (values, attributes, connection times) committed.", "", nil,
+		func(string) float64 { return float64(w.Committed()) })
+	m.CounterFunc("zerotouch_telemetry_commit_failures_total", "Telemetry commits that failed (and were retried or dropped).", "", nil,
+		func(string) float64 { return float64(w.Failures()) })
+	m.GaugeFunc("zerotouch_telemetry_pending_records", "Records accepted but not yet committed.", func() float64 { return float64(w.Pending()) })
+	m.CounterFunc("zerotouch_telemetry_retention_deleted_total", "Time-series values deleted by retention.", "", nil,
+		func(string) float64 { return float64(d.RetentionDeleted()) })
+	m.CounterFunc("zerotouch_device_connection_events_total", "Device sessions begun (connect) and ended (disconnect).", "event",
+		[]string{"connect", "disconnect"}, func(ev string) float64 {
+			c, dc := d.ConnectionEvents()
+			if ev == "connect" {
+				return float64(c)
+			}
+			return float64(dc)
+		})
 }
 
 // listenError explains a listener that could not bind, with what to do.
@@ -208,6 +284,12 @@ func (s *Server) Close(ctx context.Context) error {
 	}
 	if s.hub != nil {
 		errs = append(errs, s.hub.Close())
+	}
+	if s.devices != nil { // after the hub: no more device messages
+		errs = append(errs, s.devices.Close(ctx))
+	}
+	if s.tstore != nil {
+		errs = append(errs, s.tstore.Close())
 	}
 	if s.store != nil {
 		errs = append(errs, s.store.Close())

@@ -1,5 +1,5 @@
 // Package apitest starts the management API over a real socket on a real
-// SQLite store, for tests of its clients.
+// SQLite store and a real telemetry store, for tests of its clients.
 package apitest
 
 import (
@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/zerotouch/zerotouch/internal/api"
+	"github.com/zerotouch/zerotouch/internal/device"
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/secret"
 	"github.com/zerotouch/zerotouch/internal/store/sqlite"
@@ -19,6 +20,9 @@ type Server struct {
 	// URL is the base URL, e.g. http://127.0.0.1:12345.
 	URL   string
 	Store *sqlite.Store
+	// Devices serves the device routes (state, telemetry, attributes,
+	// RPC). Tests play devices on it: Ingest, Connected, AddTransport...
+	Devices *device.Service
 	// Keys holds one API key in clear per role (registry.RoleAdmin, ...).
 	Keys map[string]string
 }
@@ -28,7 +32,16 @@ func New(t testing.TB) *Server {
 	t.Helper()
 	ctx := context.Background()
 	st := testutil.NewStore(t, nil)
-	s := &Server{Store: st, Keys: map[string]string{}}
+	devices, err := device.New(device.Options{Store: testutil.NewTelemetryStore(t, nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := devices.Close(context.Background()); err != nil {
+			t.Errorf("closing the device service: %v", err)
+		}
+	})
+	s := &Server{Store: st, Devices: devices, Keys: map[string]string{}}
 	for _, role := range []string{registry.RoleAdmin, registry.RoleOperator, registry.RoleOEM, registry.RoleViewer} {
 		k := secret.Generate(secret.TokenLength)
 		if err := st.CreateAPIKey(ctx, &registry.APIKey{OrgID: registry.DefaultOrgID, Name: role, Role: role, Hash: secret.LookupHash(k)}); err != nil {
@@ -36,7 +49,7 @@ func New(t testing.TB) *Server {
 		}
 		s.Keys[role] = k
 	}
-	srv := httptest.NewServer(api.New(api.Options{Store: st}))
+	srv := httptest.NewServer(api.New(api.Options{Store: st, Devices: devices}))
 	s.URL = srv.URL
 	t.Cleanup(srv.Close) // before the store's Close: cleanups run in reverse
 	return s

@@ -230,10 +230,17 @@ type migration struct {
 	sql     string
 }
 
-// migrations returns the embedded migrations in order, checking that they
-// are numbered 1, 2, 3… without gaps (a gap is a packaging mistake).
+// migrations returns the registry's embedded migrations in order.
 func migrations() ([]migration, error) {
-	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	return loadMigrations(migrationFS, "migrations")
+}
+
+// loadMigrations returns the migrations in dir/*.sql of fsys in order,
+// checking that they are numbered 1, 2, 3… without gaps (a gap is a
+// packaging mistake). Each database (registry, telemetry) has its own
+// directory and its own numbering.
+func loadMigrations(fsys fs.FS, dir string) ([]migration, error) {
+	names, err := fs.Glob(fsys, dir+"/*.sql")
 	if err != nil {
 		return nil, err
 	}
@@ -245,7 +252,7 @@ func migrations() ([]migration, error) {
 		if !ok || err != nil || v <= 0 {
 			return nil, fmt.Errorf("migration %s: name must start with a positive number and '_'", base)
 		}
-		b, err := migrationFS.ReadFile(name)
+		b, err := fs.ReadFile(fsys, name)
 		if err != nil {
 			return nil, err
 		}
@@ -260,13 +267,18 @@ func migrations() ([]migration, error) {
 	return out, nil
 }
 
-// migrate applies the pending migrations in one transaction, so a crash
-// half-way leaves the previous schema intact.
+// migrate applies the registry's pending migrations.
 func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
 	migs, err := migrations()
 	if err != nil {
 		return err
 	}
+	return applyMigrations(ctx, db, log, migs)
+}
+
+// applyMigrations applies the pending ones of migs in one transaction, so a
+// crash half-way leaves the previous schema intact.
+func applyMigrations(ctx context.Context, db *sql.DB, log *slog.Logger, migs []migration) error {
 	latest := len(migs)
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
