@@ -132,7 +132,7 @@ type Options struct {
 	// private one.
 	Limiter *provision.FailureLimiter
 	Logger  *slog.Logger
-	Limits Limits
+	Limits  Limits
 	// Writer tunes ingestion batching (its Store and Logger are set by
 	// New).
 	Writer telemetry.WriterOptions

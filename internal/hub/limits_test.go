@@ -99,7 +99,9 @@ func TestRouteRegistrationPanics(t *testing.T) {
 		"no handler": func() {
 			e.hub.HandleProvisioning(ProvisioningRoute{Username: "y", RequestTopic: "a", ResponseTopic: "b"})
 		},
-		"device topic else": func() { e.hub.HandleDeviceTopic("v2/other", func(context.Context, DeviceSession, string, []byte) error { return nil }) },
+		"device topic else": func() {
+			e.hub.HandleDeviceTopic("v2/other", func(context.Context, DeviceSession, string, []byte) error { return nil })
+		},
 		"device topic twice": func() {
 			e.hub.HandleDeviceTopic(DeviceTopicPrefix, func(context.Context, DeviceSession, string, []byte) error { return nil })
 		},
