@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/zerotouch/zerotouch/internal/config"
+
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
@@ -165,7 +167,7 @@ func profileRef(s string) (id, name string) {
 
 // parseSince reads --since: a duration back from now (1h, 30m) or an RFC 3339 time.
 func parseSince(s string, now time.Time) (time.Time, error) {
-	if d, err := time.ParseDuration(s); err == nil {
+	if d, err := config.ParseDuration(s); err == nil {
 		if d < 0 {
 			return time.Time{}, fmt.Errorf("--since %q: the duration must be positive", s)
 		}
@@ -173,7 +175,7 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("--since %q: want a duration such as 1h or an RFC 3339 time such as 2025-01-02T15:04:05Z", s)
+		return time.Time{}, fmt.Errorf("--since %q: want a duration such as 1h or 7d, or an RFC 3339 time such as 2025-01-02T15:04:05Z", s)
 	}
 	return t, nil
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zerotouch/zerotouch/internal/config"
+
 	"github.com/spf13/cobra"
 
 	"github.com/zerotouch/zerotouch/internal/api"
@@ -57,7 +59,7 @@ value. Intervals without values are left out; COUNT is the values aggregated.`,
 				return usageError(cmd, errors.New("give --since or --from, not both"))
 			}
 			if since != "" {
-				if d, err := time.ParseDuration(since); err == nil && d > 0 {
+				if d, err := config.ParseDuration(since); err == nil && d > 0 {
 					tq.Since = d
 				} else {
 					t, err := parseSince(since, now)
@@ -128,7 +130,7 @@ value. Intervals without values are left out; COUNT is the values aggregated.`,
 	}
 	f := cmd.Flags()
 	f.StringSliceVar(&tq.Keys, "keys", nil, "keys to show, comma-separated (default: every key the device reported)")
-	f.StringVar(&since, "since", "", "start a duration ago (1h, 30m) or at an RFC 3339 time")
+	f.StringVar(&since, "since", "", "start a duration ago (1h, 30m, 7d) or at an RFC 3339 time")
 	f.StringVar(&from, "from", "", "start of the range: RFC 3339 time, Unix milliseconds, or a duration ago")
 	f.StringVar(&to, "to", "", "end of the range (exclusive; default now): RFC 3339 time, Unix milliseconds, or a duration ago")
 	f.IntVar(&tq.Limit, "limit", 0, "raw values per key (server default 100, at most 10000)")

@@ -450,7 +450,6 @@ func (s *Service) Connected(deviceID string) {
 	s.devMu.Unlock()
 	s.connects.Add(1)
 	s.writer.Touch(telemetry.ConnState{DeviceID: deviceID, LastConnect: now.UnixMilli()})
-	s.log.Debug("device connected", "device", deviceID)
 }
 
 // Disconnected records the end of a session of the device.
@@ -463,7 +462,6 @@ func (s *Service) Disconnected(deviceID string) {
 	s.devMu.Unlock()
 	s.drops.Add(1)
 	s.writer.Touch(telemetry.ConnState{DeviceID: deviceID, LastDisconnect: now.UnixMilli()})
-	s.log.Debug("device disconnected", "device", deviceID)
 }
 
 // Forget drops everything about a deleted device: its live record and

@@ -103,7 +103,8 @@ func (h *Hub) connect(cl *mqtt.Client, pk packets.Packet) packets.Code {
 		switch res := h.sessions.register(c, seq0); res {
 		case registered:
 			h.presence(c, true)
-			h.log.Debug("device connected", "client", truncate(sess.ClientID), "remote", sess.RemoteAddr, "device", dev.ID, "credentials", cred.Type)
+			// A connection event: Info, as brokers log every connect.
+			h.log.Info("device connected", "client", truncate(sess.ClientID), "remote", sess.RemoteAddr, "device", dev.ID, "credentials", cred.Type)
 			return packets.CodeSuccess
 		case changed:
 			continue

@@ -298,6 +298,8 @@ func (k *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	}
 	if gone := h.sessions.unregister(cl); gone != nil && gone.dev != nil {
 		h.presence(gone, false)
+		h.log.Info("device disconnected", "client", truncate(c.sess.ClientID), "remote", c.sess.RemoteAddr, "device", c.dev.DeviceID, "reason", err)
+		return
 	}
 	h.log.Debug("session closed", "client", truncate(c.sess.ClientID), "remote", c.sess.RemoteAddr, "error", err)
 }

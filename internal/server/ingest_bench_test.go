@@ -1,0 +1,996 @@
+package server
+
+import (
+	"bufio"
+	"database/sql"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Telemetry ingestion and idle-connection memory, zerotouch side by side
+// with Mosquitto as a plain broker, each a separate process on loopback:
+//
+//	go test -run XXX -bench 'Ingest|IdleMemory' -benchtime 1x ./internal/server/
+//
+// The load generator is a minimal MQTT 3.1.1 client written here (CONNECT,
+// pipelined PUBLISH at QoS 0 or 1, PUBACK counting, one counting
+// subscriber): a thousand paho clients would cost more CPU than the servers
+// being measured. See docs/benchmarks.md for the figures and what they mean.
+
+var (
+	ingestDevices  = flag.Int("ingest.devices", 1000, "BenchmarkIngest: connected devices publishing")
+	ingestDuration = flag.Duration("ingest.duration", 10*time.Second, "BenchmarkIngest: how long the devices publish, per case")
+	ingestWindow   = flag.Int("ingest.window", 16, "BenchmarkIngest: QoS 1 messages in flight per connection")
+	ingestBurst    = flag.Int("ingest.burst", 8, "BenchmarkIngest: most messages one connection writes in one write call")
+	ingestServers  = flag.String("ingest.servers", "zerotouch,mosquitto", "BenchmarkIngest and BenchmarkIdleMemory: servers to measure")
+	idleCounts     = flag.String("idle.counts", "1000,5000,10000", "BenchmarkIdleMemory: idle sessions to hold, cumulatively")
+)
+
+const (
+	ingestTopic = "v1/devices/me/telemetry"
+	// ingestValues is the number of time-series values (all numeric) in
+	// each ingestPayloads message.
+	ingestValues = 6
+	// benchKeepalive (seconds) is far longer than any benchmark phase: the
+	// load generator never sends PINGREQ.
+	benchKeepalive = 600
+)
+
+// ingestPayloads are 100-byte ThingsBoard telemetry messages of six
+// numeric values, digits varied so that the values are not all the same.
+var ingestPayloads = sync.OnceValue(func() [][]byte {
+	var out [][]byte
+	for i := range 16 {
+		f := float64(i)
+		p := fmt.Sprintf(`{"temperature":%4.1f,"humidity":%4.1f,"pressure":%6.1f,"voltage":%5.1f,"current":%4.2f,"power":%6.2f}`,
+			20+f*0.3, 40+f*0.7, 1010+f*0.4, 229+f*0.1, 1.10+f*0.05, 280+f*1.37)
+		if len(p) != 100 {
+			panic(fmt.Sprintf("payload of %d bytes: %s", len(p), p))
+		}
+		out = append(out, []byte(p))
+	}
+	return out
+})
+
+// --- A minimal MQTT 3.1.1 client ---
+
+func mqttAppendLen(b []byte, n int) []byte {
+	for {
+		c := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			c |= 0x80
+		}
+		b = append(b, c)
+		if n == 0 {
+			return b
+		}
+	}
+}
+
+func mqttAppendString(b []byte, s string) []byte {
+	b = append(b, byte(len(s)>>8), byte(len(s)))
+	return append(b, s...)
+}
+
+func mqttConnectPacket(clientID, username string) []byte {
+	body := mqttAppendString(nil, "MQTT")
+	flags := byte(0x02) // clean session
+	if username != "" {
+		flags |= 0x80
+	}
+	body = append(body, 4, flags, byte(benchKeepalive>>8), byte(benchKeepalive&0xff))
+	body = mqttAppendString(body, clientID)
+	if username != "" {
+		body = mqttAppendString(body, username)
+	}
+	return append(mqttAppendLen([]byte{0x10}, len(body)), body...)
+}
+
+// mqttAppendPublish appends a PUBLISH of payload on ingestTopic (id is
+// used at QoS 1 only).
+func mqttAppendPublish(b []byte, qos byte, id uint16, payload []byte) []byte {
+	n := 2 + len(ingestTopic) + len(payload)
+	if qos > 0 {
+		n += 2
+	}
+	b = mqttAppendLen(append(b, 0x30|qos<<1), n)
+	b = mqttAppendString(b, ingestTopic)
+	if qos > 0 {
+		b = append(b, byte(id>>8), byte(id))
+	}
+	return append(b, payload...)
+}
+
+// sourceAddrs spread connections over several loopback addresses: the hub
+// admits at most 128 connections waiting for their CONNECT per source host.
+var sourceAddrs = func() []net.IP {
+	var ips []net.IP
+	for i := 2; i < 10; i++ {
+		ips = append(ips, net.IPv4(127, 0, 0, byte(i)))
+	}
+	return ips
+}()
+
+// mqttDial opens an MQTT 3.1.1 session (clean session, keep-alive
+// benchKeepalive) from source address src and waits for its CONNACK.
+func mqttDial(addr string, src net.IP, clientID, username string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if src != nil {
+		d.LocalAddr = &net.TCPAddr{IP: src}
+	}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write(mqttConnectPacket(clientID, username)); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%s: CONNECT: %w", clientID, err)
+	}
+	var ack [4]byte
+	if _, err := io.ReadFull(c, ack[:]); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%s: CONNACK: %w", clientID, err)
+	}
+	if ack[0] != 0x20 || ack[1] != 2 || ack[3] != 0 {
+		c.Close()
+		return nil, fmt.Errorf("%s: CONNACK % x: refused", clientID, ack)
+	}
+	c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// mqttConnectAll opens one session per (ids[i], users[i]), 32 at a time
+// over the source addresses.
+func mqttConnectAll(addr string, ids, users []string) ([]net.Conn, error) {
+	conns := make([]net.Conn, len(ids))
+	var next atomic.Int64
+	var firstErr atomic.Pointer[error]
+	var wg sync.WaitGroup
+	for w := range 32 {
+		src := sourceAddrs[w%len(sourceAddrs)]
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(ids) || firstErr.Load() != nil {
+					return
+				}
+				c, err := mqttDial(addr, src, ids[i], users[i])
+				if err != nil {
+					firstErr.CompareAndSwap(nil, &err)
+					return
+				}
+				conns[i] = c
+			}
+		})
+	}
+	wg.Wait()
+	if p := firstErr.Load(); p != nil {
+		mqttCloseAll(conns, false)
+		return nil, *p
+	}
+	return conns, nil
+}
+
+// mqttCloseAll ends the sessions, with a DISCONNECT first when polite.
+func mqttCloseAll(conns []net.Conn, polite bool) {
+	for _, c := range conns {
+		if c == nil {
+			continue
+		}
+		if polite {
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			c.Write([]byte{0xe0, 0})
+		}
+		c.Close()
+	}
+}
+
+// mqttSubscriber counts the PUBLISH packets a session receives.
+type mqttSubscriber struct {
+	conn     net.Conn
+	received atomic.Int64
+	last     atomic.Int64 // unix ns of the last one
+	done     chan struct{}
+}
+
+func mqttSubscribe(addr, clientID, filter string) (*mqttSubscriber, error) {
+	c, err := mqttDial(addr, nil, clientID, "")
+	if err != nil {
+		return nil, err
+	}
+	body := mqttAppendString([]byte{0, 1}, filter)
+	body = append(body, 0) // QoS 0
+	if _, err := c.Write(append(mqttAppendLen([]byte{0x82}, len(body)), body...)); err != nil {
+		c.Close()
+		return nil, err
+	}
+	br := bufio.NewReaderSize(c, 256<<10)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var ack [5]byte
+	if _, err := io.ReadFull(br, ack[:]); err != nil || ack[0] != 0x90 || ack[4] != 0 {
+		c.Close()
+		return nil, fmt.Errorf("SUBACK % x: %v", ack, err)
+	}
+	c.SetReadDeadline(time.Time{})
+	s := &mqttSubscriber{conn: c, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		for {
+			h, err := br.ReadByte()
+			if err != nil {
+				return
+			}
+			n, mult := 0, 1
+			for {
+				c, err := br.ReadByte()
+				if err != nil {
+					return
+				}
+				n += int(c&0x7f) * mult
+				mult *= 128
+				if c&0x80 == 0 {
+					break
+				}
+			}
+			if _, err := br.Discard(n); err != nil {
+				return
+			}
+			if h>>4 == 3 {
+				s.received.Add(1)
+				s.last.Store(time.Now().UnixNano())
+			}
+		}
+	}()
+	return s, nil
+}
+
+func (s *mqttSubscriber) close() {
+	s.conn.Close()
+	<-s.done
+}
+
+// publisher is one device's connection under load.
+type publisher struct {
+	conn        net.Conn
+	sent, acked atomic.Int64
+	lastAck     atomic.Int64 // unix ns
+	err         error        // why it stopped early, if it did
+}
+
+// loadResult sums a load run.
+type loadResult struct {
+	start, stop time.Time // publishers started and told to stop
+	sent, acked int64
+	lastAck     time.Time
+	failed      int   // connections that ended early
+	firstErr    error // of one of them
+}
+
+// runLoad makes every connection publish 100-byte messages at qos as fast
+// as it can for d: writes of up to *ingestBurst packets, and at QoS 1 at
+// most *ingestWindow unacknowledged. It returns once the writers stopped
+// and, at QoS 1, the acknowledgements stopped coming.
+func runLoad(conns []net.Conn, qos byte, d time.Duration) loadResult {
+	burst, window := max(*ingestBurst, 1), max(*ingestWindow, 1)
+	payloads := ingestPayloads()
+	// QoS 0 packets are the same for every connection: one shared buffer.
+	var qos0 []byte
+	for i := range burst {
+		qos0 = mqttAppendPublish(qos0, 0, 0, payloads[i%len(payloads)])
+	}
+	var stop atomic.Bool
+	stopCh := make(chan struct{})
+	pubs := make([]*publisher, len(conns))
+	var writers, readers sync.WaitGroup
+	res := loadResult{start: time.Now()}
+	for i, c := range conns {
+		p := &publisher{conn: c}
+		pubs[i] = p
+		if qos == 0 {
+			writers.Go(func() {
+				for !stop.Load() {
+					if _, err := c.Write(qos0); err != nil {
+						p.err = err
+						return
+					}
+					p.sent.Add(int64(burst))
+				}
+			})
+			continue
+		}
+		credits := make(chan struct{}, window)
+		for range window {
+			credits <- struct{}{}
+		}
+		readers.Go(func() {
+			br := bufio.NewReaderSize(c, 4096)
+			var ack [4]byte
+			for {
+				if _, err := io.ReadFull(br, ack[:]); err != nil {
+					return
+				}
+				if ack[0] != 0x40 || ack[1] != 2 {
+					p.err = fmt.Errorf("unexpected packet % x", ack)
+					c.Close()
+					return
+				}
+				p.acked.Add(1)
+				p.lastAck.Store(time.Now().UnixNano())
+				credits <- struct{}{}
+			}
+		})
+		writers.Go(func() {
+			buf := make([]byte, 0, burst*(len(payloads[0])+len(ingestTopic)+8))
+			var id uint16
+			k := i
+			for !stop.Load() {
+				select {
+				case <-credits:
+				case <-stopCh:
+					return
+				}
+				n := 1
+			more:
+				for n < burst {
+					select {
+					case <-credits:
+						n++
+					default:
+						break more
+					}
+				}
+				buf = buf[:0]
+				for range n {
+					if id++; id == 0 {
+						id = 1
+					}
+					k++
+					buf = mqttAppendPublish(buf, 1, id, payloads[k%len(payloads)])
+				}
+				if _, err := c.Write(buf); err != nil {
+					if p.err == nil {
+						p.err = err
+					}
+					return
+				}
+				p.sent.Add(int64(n))
+			}
+		})
+	}
+	time.Sleep(d)
+	stop.Store(true)
+	close(stopCh)
+	res.stop = time.Now()
+	writersDone := make(chan struct{})
+	go func() { writers.Wait(); close(writersDone) }()
+	select {
+	case <-writersDone:
+	case <-time.After(60 * time.Second):
+		// A writer blocked on a server that stopped reading.
+		for _, c := range conns {
+			c.SetWriteDeadline(time.Now())
+		}
+		<-writersDone
+	}
+	if qos > 0 {
+		// Wait for the last acknowledgements (or for them to stop coming).
+		last, lastChange := int64(-1), time.Now()
+		for time.Since(lastChange) < 3*time.Second {
+			var sent, acked int64
+			for _, p := range pubs {
+				sent += p.sent.Load()
+				acked += p.acked.Load()
+			}
+			if acked == sent {
+				break
+			}
+			if acked != last {
+				last, lastChange = acked, time.Now()
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for _, p := range pubs {
+		res.sent += p.sent.Load()
+		res.acked += p.acked.Load()
+		if t := time.Unix(0, p.lastAck.Load()); p.lastAck.Load() != 0 && t.After(res.lastAck) {
+			res.lastAck = t
+		}
+		if p.err != nil {
+			res.failed++
+			if res.firstErr == nil {
+				res.firstErr = p.err
+			}
+		}
+	}
+	if qos > 0 {
+		// Readers end when their connection is closed (by the caller).
+		go func() { readers.Wait() }()
+	}
+	return res
+}
+
+// --- Processes ---
+
+// benchServer is a server process under measurement.
+type benchServer struct {
+	name   string
+	cmd    *exec.Cmd
+	mqtt   string // host:port
+	node   *node  // zerotouch's HTTP side; nil for Mosquitto
+	stderr string // file
+	data   string // zerotouch's data directory
+	bin    string
+	args   []string
+	env    []string // added to this process's environment
+}
+
+func freeAddr(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func (s *benchServer) pid() int { return s.cmd.Process.Pid }
+
+func (s *benchServer) logTail() string {
+	b, _ := os.ReadFile(s.stderr)
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+// benchZerotouchFlags lift the per-device message rate (10/s, burst 100 by
+// default) so that it does not cap the benchmark, and the session cap
+// (10,000 by default) for the idle-memory benchmark.
+var benchZerotouchFlags = []string{"--device-rate", "10000", "--device-burst", "10000", "--mqtt-max-clients", "0", "--log-level", "warn"}
+
+// startZerotouch runs `zerotouch serve` on dataDir (a new temporary one
+// when empty) with benchZerotouchFlags.
+func startZerotouch(b *testing.B, dataDir string) *benchServer {
+	b.Helper()
+	bin, err := buildOnce()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if dataDir == "" {
+		dataDir = b.TempDir()
+	}
+	httpAddr, mqttAddr := freeAddr(b), freeAddr(b)
+	args := append([]string{"serve", "--data", dataDir, "--http", httpAddr, "--mqtt", mqttAddr}, benchZerotouchFlags...)
+	s := &benchServer{name: "zerotouch", mqtt: mqttAddr, data: dataDir, args: args,
+		node: &node{t: b, baseURL: "http://" + httpAddr, mqtt: mqttAddr}}
+	s.start(b, bin, []string{"ZEROTOUCH_ADMIN_KEY=" + testAdminKey}, s.zerotouchReady)
+	return s
+}
+
+// startMosquitto runs Mosquitto as a plain broker on an ephemeral port
+// (never 1883, the system broker's), anonymous, without persistence.
+func startMosquitto(b *testing.B) *benchServer {
+	b.Helper()
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		b.Skip("mosquitto is not installed: the side-by-side figures need it (apt-get install mosquitto)")
+	}
+	addr := freeAddr(b)
+	_, port, _ := net.SplitHostPort(addr)
+	conf := filepath.Join(b.TempDir(), "mosquitto.conf")
+	text := "listener " + port + " 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	s := &benchServer{name: "mosquitto", mqtt: addr, args: []string{"-c", conf}}
+	s.start(b, bin, nil, func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return s
+}
+
+func (s *benchServer) start(b *testing.B, bin string, env []string, ready func() bool) {
+	b.Helper()
+	s.bin, s.env = bin, env
+	s.stderr = filepath.Join(b.TempDir(), s.name+".log")
+	f, err := os.Create(s.stderr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.cmd = exec.Command(bin, s.args...)
+	s.cmd.Env = append(os.Environ(), env...)
+	s.cmd.Stdout, s.cmd.Stderr = f, f
+	if err := s.cmd.Start(); err != nil {
+		f.Close()
+		b.Fatal(err)
+	}
+	f.Close()
+	cmd := s.cmd
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	deadline := time.Now().Add(30 * time.Second)
+	for !ready() {
+		if time.Now().After(deadline) {
+			b.Fatalf("%s did not start:\n%s", s.name, s.logTail())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// restart stops the server (SIGTERM, a clean shutdown) and starts it again
+// with the same arguments and data.
+func (s *benchServer) restart(b *testing.B) {
+	b.Helper()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		<-done
+	}
+	s.start(b, s.bin, s.env, s.zerotouchReady)
+}
+
+func (s *benchServer) zerotouchReady() bool {
+	resp, err := http.Get(s.node.baseURL + "/healthz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == 200
+}
+
+// rssKiB is the process's resident set (VmRSS).
+func rssKiB(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	return -1
+}
+
+// procCPU is the CPU time (user + system) the process used so far.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	// Fields after the command: state is 3rd of the file, utime 14th, stime 15th.
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * (time.Second / 100) // USER_HZ
+}
+
+// selfCPU is the CPU time this process (the load generator) used so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// scrapeMetrics reads zerotouch's /metrics into name{labels} → value.
+func scrapeMetrics(tb testing.TB, base string) map[string]float64 {
+	tb.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		tb.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	m := make(map[string]float64)
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err == nil {
+			m[line[:i]] = v
+		}
+	}
+	return m
+}
+
+// raiseFileLimit lifts this process's soft limit of open files to the
+// hard one (children inherit it).
+func raiseFileLimit(b *testing.B) uint64 {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		b.Fatal(err)
+	}
+	if l.Cur < l.Max {
+		l.Cur = l.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return l.Cur
+}
+
+// provisionDevices provisions count devices named prefix-00000… over
+// HTTP, 32 at a time, and returns their names and access tokens.
+func provisionDevices(b *testing.B, n *node, prefix string, count int) (names, tokens []string) {
+	b.Helper()
+	p := n.createProfile(prefix, "allow-create", "ACCESS_TOKEN", "never")
+	names, tokens = make([]string, count), make([]string, count)
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
+	var next atomic.Int64
+	var failed atomic.Pointer[string]
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= count || failed.Load() != nil {
+					return
+				}
+				names[i] = fmt.Sprintf("%s-%05d", prefix, i)
+				resp, err := client.Post(n.baseURL+"/api/v1/provision", "application/json", strings.NewReader(req(p.Key, p.Secret, names[i])))
+				if err != nil {
+					msg := err.Error()
+					failed.CompareAndSwap(nil, &msg)
+					return
+				}
+				var a tbAnswer
+				if err := jsonDecode(resp, &a); err != nil || a.Status != "SUCCESS" {
+					msg := fmt.Sprintf("%s: %+v %v", names[i], a, err)
+					failed.CompareAndSwap(nil, &msg)
+					return
+				}
+				var tok string
+				if err := jsonUnmarshalString(a.CredentialsValue, &tok); err != nil {
+					msg := err.Error()
+					failed.CompareAndSwap(nil, &msg)
+					return
+				}
+				tokens[i] = tok
+			}
+		})
+	}
+	wg.Wait()
+	if m := failed.Load(); m != nil {
+		b.Fatalf("provisioning: %s", *m)
+	}
+	return names, tokens
+}
+
+func jsonUnmarshalString(raw []byte, s *string) error {
+	v, err := strconv.Unquote(string(raw))
+	if err != nil {
+		return fmt.Errorf("credentialsValue %s is not a string", raw)
+	}
+	*s = v
+	return nil
+}
+
+func benchServersWanted(name string) bool {
+	for s := range strings.SplitSeq(*ingestServers, ",") {
+		if strings.TrimSpace(s) == name {
+			return true
+		}
+	}
+	return false
+}
+
+// --- BenchmarkIngest ---
+
+// BenchmarkIngest measures telemetry ingestion: *ingestDevices connected
+// devices publish 100-byte messages of six numeric values on
+// v1/devices/me/telemetry as fast as they can for *ingestDuration, at QoS 0
+// and at QoS 1.
+//
+// zerotouch: messages and values stored, i.e. accepted and then committed
+// to telemetry.db (the clock stops once zerotouch_telemetry_pending_records
+// is back to 0). Mosquitto, a plain broker that stores nothing: at QoS 0 the
+// messages one subscriber (on v1/devices/me/telemetry, QoS 0) received; at
+// QoS 1 the messages acknowledged by PUBACK, with that subscriber attached.
+func BenchmarkIngest(b *testing.B) {
+	raiseFileLimit(b)
+	if benchServersWanted("zerotouch") {
+		b.Run("server=zerotouch", func(b *testing.B) {
+			s := startZerotouch(b, "")
+			names, tokens := provisionDevices(b, s.node, "ingest", *ingestDevices)
+			for _, qos := range []byte{0, 1} {
+				b.Run(fmt.Sprintf("qos=%d", qos), func(b *testing.B) { ingestZerotouch(b, s, names, tokens, qos) })
+			}
+		})
+	}
+	if benchServersWanted("mosquitto") {
+		b.Run("server=mosquitto", func(b *testing.B) {
+			s := startMosquitto(b)
+			names := make([]string, *ingestDevices)
+			for i := range names {
+				names[i] = fmt.Sprintf("ingest-%05d", i)
+			}
+			for _, qos := range []byte{0, 1} {
+				b.Run(fmt.Sprintf("qos=%d", qos), func(b *testing.B) { ingestMosquitto(b, s, names, qos) })
+			}
+		})
+	}
+}
+
+// cpuShare is a CPU time over a wall time, in % of one core.
+func cpuShare(cpu, wall time.Duration) float64 { return 100 * cpu.Seconds() / wall.Seconds() }
+
+func ingestZerotouch(b *testing.B, s *benchServer, names, tokens []string, qos byte) {
+	conns, err := mqttConnectAll(s.mqtt, names, tokens)
+	if err != nil {
+		b.Fatalf("connect: %v\n%s", err, s.logTail())
+	}
+	defer mqttCloseAll(conns, true)
+	const (
+		accepted   = `zerotouch_device_messages_total{result="accepted"}`
+		overloaded = `zerotouch_device_messages_total{result="overloaded"}`
+		limited    = `zerotouch_device_messages_total{result="rate_limited"}`
+		values     = "zerotouch_telemetry_values_total"
+		committed  = "zerotouch_telemetry_committed_records_total"
+		pending    = "zerotouch_telemetry_pending_records"
+		failures   = "zerotouch_telemetry_commit_failures_total"
+	)
+	time.Sleep(time.Second) // the connections' own records committed
+	rowsBefore := storedRows(b, s)
+	m0 := scrapeMetrics(b, s.node.baseURL)
+	srv0, gen0 := procCPU(s.pid()), selfCPU()
+	b.ResetTimer()
+	res := runLoad(conns, qos, *ingestDuration)
+	// Stored: wait for every accepted value to be committed. The clock
+	// stops at the first scrape that shows nothing pending and the final
+	// count accepted.
+	var (
+		m1     map[string]float64
+		end    time.Time
+		lastV  = -1.0
+		stable time.Time
+	)
+	for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		m := scrapeMetrics(b, s.node.baseURL)
+		now := time.Now()
+		if m[values] != lastV {
+			lastV, stable, end = m[values], now, time.Time{}
+		}
+		if m[pending] == 0 && end.IsZero() {
+			end = now
+		}
+		if !end.IsZero() && now.Sub(stable) > 500*time.Millisecond {
+			m1 = m
+			break
+		}
+	}
+	b.StopTimer()
+	if m1 == nil {
+		b.Fatalf("telemetry still pending after 5 minutes\n%s", s.logTail())
+	}
+	srvCPU, genCPU := procCPU(s.pid())-srv0, selfCPU()-gen0
+	elapsed := end.Sub(res.start)
+	d := func(k string) float64 { return m1[k] - m0[k] }
+	msgs, vals := d(accepted), d(values)
+	if f := d(failures); f > 0 {
+		b.Errorf("%v telemetry commits failed", f)
+	}
+	if vals != msgs*ingestValues {
+		b.Errorf("%v values for %v messages: want %d per message", vals, msgs, ingestValues)
+	}
+	rowsAfter := storedRows(b, s)
+	b.ReportMetric(msgs/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(vals/elapsed.Seconds(), "values/s")
+	b.ReportMetric(float64(res.sent)/res.stop.Sub(res.start).Seconds(), "sent-msgs/s")
+	b.ReportMetric(cpuShare(srvCPU, elapsed), "server-cpu-%")
+	b.ReportMetric(cpuShare(genCPU, elapsed), "loadgen-cpu-%")
+	b.ReportMetric(0, "ns/op")
+	b.Logf("zerotouch qos=%d: %d connections, load %v, stored after %v: sent %d, acked %d, accepted %v msgs (%v values, %v records committed, %d new rows), overloaded %v, rate-limited %v, %d connections ended early (%v); server CPU %v, load generator CPU %v",
+		qos, len(conns), res.stop.Sub(res.start).Round(time.Millisecond), elapsed.Round(time.Millisecond), res.sent, res.acked, msgs, vals, d(committed), rowsAfter-rowsBefore,
+		d(overloaded), d(limited), res.failed, res.firstErr, srvCPU, genCPU.Round(time.Millisecond))
+	if qos > 0 && res.acked > 0 {
+		b.Logf("zerotouch qos=1: %.0f msgs/s acknowledged (until the last PUBACK)", float64(res.acked)/res.lastAck.Sub(res.start).Seconds())
+	}
+}
+
+// storedRows counts the samples in zerotouch's telemetry database (-1 if
+// it cannot be read).
+func storedRows(b *testing.B, s *benchServer) int64 {
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(s.data, TelemetryFile)+"?mode=ro")
+	if err != nil {
+		return -1
+	}
+	defer db.Close()
+	var n int64
+	if err := db.QueryRow(`SELECT (SELECT count(*) FROM ts_samples) + (SELECT count(*) FROM ts_recent)`).Scan(&n); err != nil {
+		b.Logf("counting stored rows: %v", err)
+		return -1
+	}
+	return n
+}
+
+func ingestMosquitto(b *testing.B, s *benchServer, names []string, qos byte) {
+	sub, err := mqttSubscribe(s.mqtt, "ingest-subscriber", ingestTopic)
+	if err != nil {
+		b.Fatalf("subscribe: %v\n%s", err, s.logTail())
+	}
+	defer sub.close()
+	conns, err := mqttConnectAll(s.mqtt, names, make([]string, len(names)))
+	if err != nil {
+		b.Fatalf("connect: %v\n%s", err, s.logTail())
+	}
+	defer mqttCloseAll(conns, true)
+	srv0, gen0 := procCPU(s.pid()), selfCPU()
+	b.ResetTimer()
+	res := runLoad(conns, qos, *ingestDuration)
+	// Let the subscriber drain.
+	for last, lastChange := int64(-1), time.Now(); time.Since(lastChange) < time.Second; time.Sleep(20 * time.Millisecond) {
+		if n := sub.received.Load(); n != last {
+			last, lastChange = n, time.Now()
+		}
+	}
+	b.StopTimer()
+	srvCPU, genCPU := procCPU(s.pid())-srv0, selfCPU()-gen0
+	received := sub.received.Load()
+	recvEnd := time.Unix(0, sub.last.Load())
+	var msgs float64
+	var elapsed time.Duration
+	if qos == 0 {
+		elapsed = recvEnd.Sub(res.start)
+		msgs = float64(received)
+	} else {
+		elapsed = res.lastAck.Sub(res.start)
+		msgs = float64(res.acked)
+	}
+	b.ReportMetric(msgs/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(msgs*ingestValues/elapsed.Seconds(), "values/s")
+	b.ReportMetric(float64(res.sent)/res.stop.Sub(res.start).Seconds(), "sent-msgs/s")
+	b.ReportMetric(float64(received)/recvEnd.Sub(res.start).Seconds(), "subscriber-msgs/s")
+	b.ReportMetric(cpuShare(srvCPU, elapsed), "server-cpu-%")
+	b.ReportMetric(cpuShare(genCPU, elapsed), "loadgen-cpu-%")
+	b.ReportMetric(0, "ns/op")
+	b.Logf("mosquitto qos=%d: %d connections, load %v, measured over %v: sent %d, acked %d, subscriber received %d, %d connections ended early (%v); server CPU %v, load generator (with the subscriber) CPU %v",
+		qos, len(conns), res.stop.Sub(res.start).Round(time.Millisecond), elapsed.Round(time.Millisecond), res.sent, res.acked, received, res.failed, res.firstErr, srvCPU, genCPU.Round(time.Millisecond))
+}
+
+// --- BenchmarkIdleMemory ---
+
+// BenchmarkIdleMemory measures the server memory an idle device session
+// costs: it opens *idleCounts sessions cumulatively (e.g. 1,000, then 4,000
+// more, then 5,000 more), each time waits for the server to settle and
+// reads its resident set (VmRSS); then it closes them all, opens them again
+// and reads it once more. KiB/conn is (RSS − RSS before any session) / N.
+// zerotouch's sessions are provisioned devices with their own tokens (the
+// server is restarted after provisioning, so that the baseline holds no
+// provisioning garbage); Mosquitto's are anonymous, with the same client
+// ids.
+func BenchmarkIdleMemory(b *testing.B) {
+	limit := raiseFileLimit(b)
+	var counts []int
+	for f := range strings.SplitSeq(*idleCounts, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			b.Fatalf("-idle.counts %q: want numbers", *idleCounts)
+		}
+		if len(counts) > 0 && n <= counts[len(counts)-1] {
+			b.Fatalf("-idle.counts %q: want increasing numbers", *idleCounts)
+		}
+		counts = append(counts, n)
+	}
+	maxN := counts[len(counts)-1]
+	if uint64(maxN)+500 > limit {
+		b.Fatalf("%d sessions need more open files than the limit of %d", maxN, limit)
+	}
+	names := make([]string, maxN)
+	for i := range names {
+		names[i] = fmt.Sprintf("idle-%05d", i)
+	}
+	if benchServersWanted("zerotouch") {
+		b.Run("server=zerotouch", func(b *testing.B) {
+			s := startZerotouch(b, "")
+			_, tokens := provisionDevices(b, s.node, "idle", maxN)
+			s.restart(b)
+			idleMemory(b, s, counts, names, tokens)
+		})
+	}
+	if benchServersWanted("mosquitto") {
+		b.Run("server=mosquitto", func(b *testing.B) {
+			s := startMosquitto(b)
+			idleMemory(b, s, counts, names, make([]string, maxN))
+		})
+	}
+}
+
+// settle waits for the server to be done with a change of sessions: for
+// zerotouch, until it counts want connected devices and has nothing left
+// to commit; then a few seconds more for every server.
+func settle(b *testing.B, s *benchServer, want int) {
+	if s.node != nil {
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			m := scrapeMetrics(b, s.node.baseURL)
+			if int(m["zerotouch_connected_devices"]) == want && m["zerotouch_telemetry_pending_records"] == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("zerotouch counts %v connected devices, want %d", m["zerotouch_connected_devices"], want)
+			}
+		}
+	}
+	time.Sleep(3 * time.Second)
+}
+
+// goInUse is zerotouch's Go heap and stacks in use, in KiB.
+func goInUse(b *testing.B, s *benchServer) float64 {
+	if s.node == nil {
+		return 0
+	}
+	m := scrapeMetrics(b, s.node.baseURL)
+	return (m["go_memstats_heap_inuse_bytes"] + m["go_memstats_stack_inuse_bytes"]) / 1024
+}
+
+func idleMemory(b *testing.B, s *benchServer, counts []int, names, users []string) {
+	settle(b, s, 0)
+	rss0, go0 := rssKiB(s.pid()), goInUse(b, s)
+	b.Logf("%s before any session: RSS %d KiB, Go heap+stacks in use %.0f KiB", s.name, rss0, go0)
+	b.ResetTimer()
+	var conns []net.Conn
+	defer func() { mqttCloseAll(conns, false) }()
+	prev, prevRSS := 0, rss0
+	for _, n := range counts {
+		more, err := mqttConnectAll(s.mqtt, names[prev:n], users[prev:n])
+		if err != nil {
+			b.Fatalf("connect sessions %d to %d: %v\n%s", prev, n, err, s.logTail())
+		}
+		conns = append(conns, more...)
+		settle(b, s, n)
+		rss, g := rssKiB(s.pid()), goInUse(b, s)
+		per := float64(rss-rss0) / float64(n)
+		b.ReportMetric(per, fmt.Sprintf("KiB/conn@%d", n))
+		b.Logf("%s with %d idle sessions: RSS %d KiB, %.1f KiB per session (%.1f KiB each of the last %d); Go heap+stacks in use %.0f KiB, %.1f KiB per session",
+			s.name, n, rss, per, float64(rss-prevRSS)/float64(n-prev), n-prev, g, (g-go0)/float64(n))
+		prev, prevRSS = n, rss
+	}
+	mqttCloseAll(conns, true)
+	conns = nil
+	settle(b, s, 0)
+	rssOff := rssKiB(s.pid())
+	b.Logf("%s after all %d sessions ended: RSS %d KiB (%+d KiB from the start)", s.name, prev, rssOff, rssOff-rss0)
+	var err error
+	if conns, err = mqttConnectAll(s.mqtt, names[:prev], users[:prev]); err != nil {
+		b.Fatalf("reconnect: %v\n%s", err, s.logTail())
+	}
+	settle(b, s, prev)
+	rss, g := rssKiB(s.pid()), goInUse(b, s)
+	per := float64(rss-rss0) / float64(prev)
+	b.ReportMetric(per, fmt.Sprintf("KiB/conn@%d-reconnected", prev))
+	b.ReportMetric(0, "ns/op")
+	b.Logf("%s with %d sessions again after a disconnect/reconnect cycle: RSS %d KiB, %.1f KiB per session; Go heap+stacks in use %.0f KiB, %.1f KiB per session",
+		s.name, prev, rss, per, g, (g-go0)/float64(prev))
+}
