@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"cmp"
 	"database/sql"
 	"flag"
 	"fmt"
@@ -33,37 +34,78 @@ import (
 var (
 	ingestDevices  = flag.Int("ingest.devices", 1000, "BenchmarkIngest: connected devices publishing")
 	ingestDuration = flag.Duration("ingest.duration", 10*time.Second, "BenchmarkIngest: how long the devices publish, per case")
-	ingestWindow   = flag.Int("ingest.window", 16, "BenchmarkIngest: QoS 1 messages in flight per connection")
+	ingestWindow   = flag.Int("ingest.window", 16, "BenchmarkIngest: messages in flight per connection (a multiple of -ingest.burst)")
 	ingestBurst    = flag.Int("ingest.burst", 8, "BenchmarkIngest: most messages one connection writes in one write call")
+	ingestQoS      = flag.String("ingest.qos", "0,1", "BenchmarkIngest: QoS levels to measure, in this order")
+	ingestFlat     = flag.Bool("ingest.flat", false, "BenchmarkIngest: flat payloads of six values stamped by the server, instead of five values with the device's own timestamp")
 	ingestServers  = flag.String("ingest.servers", "zerotouch,mosquitto", "BenchmarkIngest and BenchmarkIdleMemory: servers to measure")
 	idleCounts     = flag.String("idle.counts", "1000,5000,10000", "BenchmarkIdleMemory: idle sessions to hold, cumulatively")
 )
 
 const (
 	ingestTopic = "v1/devices/me/telemetry"
-	// ingestValues is the number of time-series values (all numeric) in
-	// each ingestPayloads message.
-	ingestValues = 6
 	// benchKeepalive (seconds) is far longer than any benchmark phase: the
-	// load generator never sends PINGREQ.
+	// load generator never sends PINGREQ on idle sessions.
 	benchKeepalive = 600
+	// tsDigits is the width of a Unix time in milliseconds until 2286.
+	tsDigits = 13
 )
 
-// ingestPayloads are 100-byte ThingsBoard telemetry messages of six
-// numeric values, digits varied so that the values are not all the same.
-var ingestPayloads = sync.OnceValue(func() [][]byte {
-	var out [][]byte
+// ingestPayload describes the messages devices publish: 100-byte
+// ThingsBoard telemetry of `values` numeric values, digits varied so that
+// values differ from one message to the next.
+type ingestPayload struct {
+	variants [][]byte
+	values   int
+	// tsAt is the offset of the payload's 13-digit "ts" (-1: none, the
+	// server stamps the message on arrival).
+	tsAt int
+}
+
+// ingestPayloads returns the payloads *ingestFlat selects.
+//
+// By default each message carries its own timestamp, one millisecond after
+// the device's previous one:
+//
+//	{"ts":1764000000000,"values":{"temp":21.5,"hum":40.2,"pressure":1013,"voltage":230,"current":1.255}}
+//
+// so that every value is a sample of its own. Flat messages
+//
+//	{"temperature":21.5,"humidity":40.2,"pressure":1013.2,"voltage":230.1,"current":1.25,"power":287.56}
+//
+// get the server's clock, in milliseconds: the several messages a
+// pipelining device has in flight arrive within the same millisecond and
+// overwrite each other's samples (same series, same ts), which real devices
+// sending every few seconds never do.
+func ingestPayloads() ingestPayload {
+	var p ingestPayload
 	for i := range 16 {
 		f := float64(i)
-		p := fmt.Sprintf(`{"temperature":%4.1f,"humidity":%4.1f,"pressure":%6.1f,"voltage":%5.1f,"current":%4.2f,"power":%6.2f}`,
-			20+f*0.3, 40+f*0.7, 1010+f*0.4, 229+f*0.1, 1.10+f*0.05, 280+f*1.37)
-		if len(p) != 100 {
-			panic(fmt.Sprintf("payload of %d bytes: %s", len(p), p))
+		var s string
+		if *ingestFlat {
+			s = fmt.Sprintf(`{"temperature":%4.1f,"humidity":%4.1f,"pressure":%6.1f,"voltage":%5.1f,"current":%4.2f,"power":%6.2f}`,
+				20+f*0.3, 40+f*0.7, 1010+f*0.4, 229+f*0.1, 1.10+f*0.05, 280+f*1.37)
+			p.values, p.tsAt = 6, -1
+		} else {
+			s = fmt.Sprintf(`{"ts":%0*d,"values":{"temp":%4.1f,"hum":%4.1f,"pressure":%4d,"voltage":%3d,"current":%5.3f}}`,
+				tsDigits, 0, 20+f*0.3, 40+f*0.7, 1010+i%7, 228+i%5, 1.10+f*0.05)
+			p.values, p.tsAt = 5, len(`{"ts":`)
 		}
-		out = append(out, []byte(p))
+		if len(s) != 100 {
+			panic(fmt.Sprintf("payload of %d bytes: %s", len(s), s))
+		}
+		p.variants = append(p.variants, []byte(s))
 	}
-	return out
-})
+	return p
+}
+
+// putDigits writes v in decimal into b, right-aligned, zero-padded.
+func putDigits(b []byte, v int64) {
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = byte('0' + v%10)
+		v /= 10
+	}
+}
 
 // --- A minimal MQTT 3.1.1 client ---
 
@@ -269,30 +311,38 @@ type publisher struct {
 	conn        net.Conn
 	sent, acked atomic.Int64
 	lastAck     atomic.Int64 // unix ns
-	err         error        // why it stopped early, if it did
+	// Why it stopped early, if it did: its reader, its writer.
+	readErr, writeErr error
 }
 
 // loadResult sums a load run.
 type loadResult struct {
 	start, stop time.Time // publishers started and told to stop
-	sent, acked int64
+	sent, acked int64     // at QoS 0, acked counts messages a PINGRESP confirmed
 	lastAck     time.Time
 	failed      int   // connections that ended early
 	firstErr    error // of one of them
 }
 
-// runLoad makes every connection publish 100-byte messages at qos as fast
-// as it can for d: writes of up to *ingestBurst packets, and at QoS 1 at
-// most *ingestWindow unacknowledged. It returns once the writers stopped
-// and, at QoS 1, the acknowledgements stopped coming.
-func runLoad(conns []net.Conn, qos byte, d time.Duration) loadResult {
-	burst, window := max(*ingestBurst, 1), max(*ingestWindow, 1)
-	payloads := ingestPayloads()
-	// QoS 0 packets are the same for every connection: one shared buffer.
-	var qos0 []byte
-	for i := range burst {
-		qos0 = mqttAppendPublish(qos0, 0, 0, payloads[i%len(payloads)])
+// runLoad makes every connection publish as fast as it can for d, in writes
+// of up to *ingestBurst messages, with at most *ingestWindow unconfirmed
+// messages per connection: at QoS 1 a PUBACK confirms one; at QoS 0 every
+// write ends with a PINGREQ, and its PINGRESP confirms the write's messages
+// (both servers handle a connection's packets in order, and zerotouch
+// stores a message before it reads the next). Without it a QoS 0 sender
+// would only be held back by the sockets' buffers, megabytes per
+// connection. seq[i] numbers connection i's messages (their timestamps,
+// see ingestPayloads); it is advanced. runLoad returns once the writers
+// stopped and the confirmations stopped coming.
+func runLoad(conns []net.Conn, seq []int64, tsBase int64, qos byte, d time.Duration) loadResult {
+	burst := max(*ingestBurst, 1)
+	window := max(*ingestWindow, burst)
+	if qos == 0 {
+		window -= window % burst
 	}
+	pl := ingestPayloads()
+	pkt := len(mqttAppendPublish(nil, qos, 1, pl.variants[0]))
+	tsAt := pkt - len(pl.variants[0]) + pl.tsAt
 	var stop atomic.Bool
 	stopCh := make(chan struct{})
 	pubs := make([]*publisher, len(conns))
@@ -301,71 +351,95 @@ func runLoad(conns []net.Conn, qos byte, d time.Duration) loadResult {
 	for i, c := range conns {
 		p := &publisher{conn: c}
 		pubs[i] = p
-		if qos == 0 {
-			writers.Go(func() {
-				for !stop.Load() {
-					if _, err := c.Write(qos0); err != nil {
-						p.err = err
-						return
-					}
-					p.sent.Add(int64(burst))
-				}
-			})
-			continue
-		}
 		credits := make(chan struct{}, window)
 		for range window {
 			credits <- struct{}{}
 		}
 		readers.Go(func() {
 			br := bufio.NewReaderSize(c, 4096)
-			var ack [4]byte
 			for {
-				if _, err := io.ReadFull(br, ack[:]); err != nil {
+				h, err := br.ReadByte()
+				if err != nil {
 					return
 				}
-				if ack[0] != 0x40 || ack[1] != 2 {
-					p.err = fmt.Errorf("unexpected packet % x", ack)
+				n, err := br.ReadByte()
+				if err == nil && n&0x80 != 0 {
+					err = fmt.Errorf("unexpected packet %#x of %d+ bytes", h, n)
+				}
+				if err == nil {
+					_, err = br.Discard(int(n))
+				}
+				k := 0
+				switch {
+				case err != nil:
+				case h == 0x40 && qos == 1: // PUBACK
+					k = 1
+				case h == 0xd0 && qos == 0: // PINGRESP
+					k = burst
+				default:
+					err = fmt.Errorf("unexpected packet %#x", h)
+				}
+				if err != nil {
+					p.readErr = err
 					c.Close()
 					return
 				}
-				p.acked.Add(1)
+				p.acked.Add(int64(k))
 				p.lastAck.Store(time.Now().UnixNano())
-				credits <- struct{}{}
+				for range k {
+					credits <- struct{}{}
+				}
 			}
 		})
 		writers.Go(func() {
-			buf := make([]byte, 0, burst*(len(payloads[0])+len(ingestTopic)+8))
+			var buf []byte
+			for j := range burst {
+				buf = mqttAppendPublish(buf, qos, 0, pl.variants[(i+j)%len(pl.variants)])
+			}
+			if qos == 0 {
+				buf = append(buf, 0xc0, 0) // PINGREQ
+			}
 			var id uint16
-			k := i
 			for !stop.Load() {
-				select {
-				case <-credits:
-				case <-stopCh:
-					return
-				}
-				n := 1
-			more:
+				n := 0
+			take:
 				for n < burst {
+					if n > 0 && qos > 0 {
+						select {
+						case <-credits:
+							n++
+							continue
+						default:
+							break take
+						}
+					}
 					select {
 					case <-credits:
 						n++
-					default:
-						break more
+					case <-stopCh:
+						return
 					}
 				}
-				buf = buf[:0]
-				for range n {
-					if id++; id == 0 {
-						id = 1
+				for j := range n {
+					m := buf[j*pkt : (j+1)*pkt]
+					if pl.tsAt >= 0 {
+						putDigits(m[tsAt:tsAt+tsDigits], tsBase+seq[i])
+						seq[i]++
 					}
-					k++
-					buf = mqttAppendPublish(buf, 1, id, payloads[k%len(payloads)])
+					if qos > 0 {
+						if id++; id == 0 {
+							id = 1
+						}
+						at := pkt - len(pl.variants[0]) - 2
+						m[at], m[at+1] = byte(id>>8), byte(id)
+					}
 				}
-				if _, err := c.Write(buf); err != nil {
-					if p.err == nil {
-						p.err = err
-					}
+				out := buf[:n*pkt]
+				if qos == 0 {
+					out = buf
+				}
+				if _, err := c.Write(out); err != nil {
+					p.writeErr = err
 					return
 				}
 				p.sent.Add(int64(n))
@@ -387,23 +461,21 @@ func runLoad(conns []net.Conn, qos byte, d time.Duration) loadResult {
 		}
 		<-writersDone
 	}
-	if qos > 0 {
-		// Wait for the last acknowledgements (or for them to stop coming).
-		last, lastChange := int64(-1), time.Now()
-		for time.Since(lastChange) < 3*time.Second {
-			var sent, acked int64
-			for _, p := range pubs {
-				sent += p.sent.Load()
-				acked += p.acked.Load()
-			}
-			if acked == sent {
-				break
-			}
-			if acked != last {
-				last, lastChange = acked, time.Now()
-			}
-			time.Sleep(10 * time.Millisecond)
+	// Wait for the last confirmations (or for them to stop coming).
+	last, lastChange := int64(-1), time.Now()
+	for time.Since(lastChange) < 3*time.Second {
+		var sent, acked int64
+		for _, p := range pubs {
+			sent += p.sent.Load()
+			acked += p.acked.Load()
 		}
+		if acked == sent {
+			break
+		}
+		if acked != last {
+			last, lastChange = acked, time.Now()
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	for _, p := range pubs {
 		res.sent += p.sent.Load()
@@ -411,17 +483,15 @@ func runLoad(conns []net.Conn, qos byte, d time.Duration) loadResult {
 		if t := time.Unix(0, p.lastAck.Load()); p.lastAck.Load() != 0 && t.After(res.lastAck) {
 			res.lastAck = t
 		}
-		if p.err != nil {
+		if err := cmp.Or(p.writeErr, p.readErr); err != nil {
 			res.failed++
 			if res.firstErr == nil {
-				res.firstErr = p.err
+				res.firstErr = err
 			}
 		}
 	}
-	if qos > 0 {
-		// Readers end when their connection is closed (by the caller).
-		go func() { readers.Wait() }()
-	}
+	// The readers end when the caller closes the connections.
+	go readers.Wait()
 	return res
 }
 
@@ -721,12 +791,16 @@ func benchServersWanted(name string) bool {
 // QoS 1 the messages acknowledged by PUBACK, with that subscriber attached.
 func BenchmarkIngest(b *testing.B) {
 	raiseFileLimit(b)
+	// Device timestamps start a day ago, one millisecond apart per device
+	// (see ingestPayloads), and go on from one case to the next.
+	tsBase := time.Now().Add(-24 * time.Hour).UnixMilli()
 	if benchServersWanted("zerotouch") {
 		b.Run("server=zerotouch", func(b *testing.B) {
 			s := startZerotouch(b, "")
 			names, tokens := provisionDevices(b, s.node, "ingest", *ingestDevices)
-			for _, qos := range []byte{0, 1} {
-				b.Run(fmt.Sprintf("qos=%d", qos), func(b *testing.B) { ingestZerotouch(b, s, names, tokens, qos) })
+			seq := make([]int64, len(names))
+			for _, qos := range ingestQoSLevels(b) {
+				b.Run(fmt.Sprintf("qos=%d", qos), func(b *testing.B) { ingestZerotouch(b, s, names, tokens, seq, tsBase, qos) })
 			}
 		})
 	}
@@ -737,17 +811,53 @@ func BenchmarkIngest(b *testing.B) {
 			for i := range names {
 				names[i] = fmt.Sprintf("ingest-%05d", i)
 			}
-			for _, qos := range []byte{0, 1} {
-				b.Run(fmt.Sprintf("qos=%d", qos), func(b *testing.B) { ingestMosquitto(b, s, names, qos) })
+			seq := make([]int64, len(names))
+			for _, qos := range ingestQoSLevels(b) {
+				b.Run(fmt.Sprintf("qos=%d", qos), func(b *testing.B) { ingestMosquitto(b, s, names, seq, tsBase, qos) })
 			}
 		})
 	}
 }
 
+func ingestQoSLevels(b *testing.B) []byte {
+	var out []byte
+	for f := range strings.SplitSeq(*ingestQoS, ",") {
+		switch strings.TrimSpace(f) {
+		case "0":
+			out = append(out, 0)
+		case "1":
+			out = append(out, 1)
+		default:
+			b.Fatalf("-ingest.qos %q: want 0, 1 or both, comma-separated", *ingestQoS)
+		}
+	}
+	return out
+}
+
+// procIO is what the process read from and wrote to storage so far
+// (/proc/PID/io read_bytes, write_bytes).
+func procIO(pid int) (read, written int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return -1, -1
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		n, _ := strconv.ParseInt(v, 10, 64)
+		switch k {
+		case "read_bytes":
+			read = n
+		case "write_bytes":
+			written = n
+		}
+	}
+	return read, written
+}
+
 // cpuShare is a CPU time over a wall time, in % of one core.
 func cpuShare(cpu, wall time.Duration) float64 { return 100 * cpu.Seconds() / wall.Seconds() }
 
-func ingestZerotouch(b *testing.B, s *benchServer, names, tokens []string, qos byte) {
+func ingestZerotouch(b *testing.B, s *benchServer, names, tokens []string, seq []int64, tsBase int64, qos byte) {
 	conns, err := mqttConnectAll(s.mqtt, names, tokens)
 	if err != nil {
 		b.Fatalf("connect: %v\n%s", err, s.logTail())
@@ -766,8 +876,9 @@ func ingestZerotouch(b *testing.B, s *benchServer, names, tokens []string, qos b
 	rowsBefore := storedRows(b, s)
 	m0 := scrapeMetrics(b, s.node.baseURL)
 	srv0, gen0 := procCPU(s.pid()), selfCPU()
+	_, w0 := procIO(s.pid())
 	b.ResetTimer()
-	res := runLoad(conns, qos, *ingestDuration)
+	res := runLoad(conns, seq, tsBase, qos, *ingestDuration)
 	// Stored: wait for every accepted value to be committed. The clock
 	// stops at the first scrape that shows nothing pending and the final
 	// count accepted.
@@ -796,28 +907,27 @@ func ingestZerotouch(b *testing.B, s *benchServer, names, tokens []string, qos b
 		b.Fatalf("telemetry still pending after 5 minutes\n%s", s.logTail())
 	}
 	srvCPU, genCPU := procCPU(s.pid())-srv0, selfCPU()-gen0
+	_, w1 := procIO(s.pid())
 	elapsed := end.Sub(res.start)
 	d := func(k string) float64 { return m1[k] - m0[k] }
 	msgs, vals := d(accepted), d(values)
 	if f := d(failures); f > 0 {
 		b.Errorf("%v telemetry commits failed", f)
 	}
-	if vals != msgs*ingestValues {
-		b.Errorf("%v values for %v messages: want %d per message", vals, msgs, ingestValues)
+	if per := ingestPayloads().values; vals != msgs*float64(per) {
+		b.Errorf("%v values for %v messages: want %d per message", vals, msgs, per)
 	}
 	rowsAfter := storedRows(b, s)
 	b.ReportMetric(msgs/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(vals/elapsed.Seconds(), "values/s")
 	b.ReportMetric(float64(res.sent)/res.stop.Sub(res.start).Seconds(), "sent-msgs/s")
+	b.ReportMetric(float64(res.acked)/res.lastAck.Sub(res.start).Seconds(), "confirmed-msgs/s")
 	b.ReportMetric(cpuShare(srvCPU, elapsed), "server-cpu-%")
 	b.ReportMetric(cpuShare(genCPU, elapsed), "loadgen-cpu-%")
 	b.ReportMetric(0, "ns/op")
-	b.Logf("zerotouch qos=%d: %d connections, load %v, stored after %v: sent %d, acked %d, accepted %v msgs (%v values, %v records committed, %d new rows), overloaded %v, rate-limited %v, %d connections ended early (%v); server CPU %v, load generator CPU %v",
+	b.Logf("zerotouch qos=%d: %d connections, load %v, stored after %v: sent %d, acked %d, accepted %v msgs (%v values, %v records committed, %d new rows), overloaded %v, rate-limited %v, %d connections ended early (%v); server CPU %v, load generator CPU %v; server wrote %.0f MiB to storage (%.0f bytes per value), %v commits",
 		qos, len(conns), res.stop.Sub(res.start).Round(time.Millisecond), elapsed.Round(time.Millisecond), res.sent, res.acked, msgs, vals, d(committed), rowsAfter-rowsBefore,
-		d(overloaded), d(limited), res.failed, res.firstErr, srvCPU, genCPU.Round(time.Millisecond))
-	if qos > 0 && res.acked > 0 {
-		b.Logf("zerotouch qos=1: %.0f msgs/s acknowledged (until the last PUBACK)", float64(res.acked)/res.lastAck.Sub(res.start).Seconds())
-	}
+		d(overloaded), d(limited), res.failed, res.firstErr, srvCPU, genCPU.Round(time.Millisecond), float64(w1-w0)/(1<<20), float64(w1-w0)/vals, d("zerotouch_telemetry_commits_total"))
 }
 
 // storedRows counts the samples in zerotouch's telemetry database (-1 if
@@ -836,7 +946,7 @@ func storedRows(b *testing.B, s *benchServer) int64 {
 	return n
 }
 
-func ingestMosquitto(b *testing.B, s *benchServer, names []string, qos byte) {
+func ingestMosquitto(b *testing.B, s *benchServer, names []string, seq []int64, tsBase int64, qos byte) {
 	sub, err := mqttSubscribe(s.mqtt, "ingest-subscriber", ingestTopic)
 	if err != nil {
 		b.Fatalf("subscribe: %v\n%s", err, s.logTail())
@@ -849,7 +959,7 @@ func ingestMosquitto(b *testing.B, s *benchServer, names []string, qos byte) {
 	defer mqttCloseAll(conns, true)
 	srv0, gen0 := procCPU(s.pid()), selfCPU()
 	b.ResetTimer()
-	res := runLoad(conns, qos, *ingestDuration)
+	res := runLoad(conns, seq, tsBase, qos, *ingestDuration)
 	// Let the subscriber drain.
 	for last, lastChange := int64(-1), time.Now(); time.Since(lastChange) < time.Second; time.Sleep(20 * time.Millisecond) {
 		if n := sub.received.Load(); n != last {
@@ -870,9 +980,10 @@ func ingestMosquitto(b *testing.B, s *benchServer, names []string, qos byte) {
 		msgs = float64(res.acked)
 	}
 	b.ReportMetric(msgs/elapsed.Seconds(), "msgs/s")
-	b.ReportMetric(msgs*ingestValues/elapsed.Seconds(), "values/s")
+	b.ReportMetric(msgs*float64(ingestPayloads().values)/elapsed.Seconds(), "values/s")
 	b.ReportMetric(float64(res.sent)/res.stop.Sub(res.start).Seconds(), "sent-msgs/s")
 	b.ReportMetric(float64(received)/recvEnd.Sub(res.start).Seconds(), "subscriber-msgs/s")
+	b.ReportMetric(float64(res.acked)/res.lastAck.Sub(res.start).Seconds(), "confirmed-msgs/s")
 	b.ReportMetric(cpuShare(srvCPU, elapsed), "server-cpu-%")
 	b.ReportMetric(cpuShare(genCPU, elapsed), "loadgen-cpu-%")
 	b.ReportMetric(0, "ns/op")

@@ -23,10 +23,14 @@ func RequireTool(t testing.TB, name string) string {
 	if err == nil {
 		return p
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s is required in CI: apt-get install mosquitto-clients", name)
+	pkg := "mosquitto-clients"
+	if name == "curl" {
+		pkg = "curl"
 	}
-	t.Skipf("%s not installed: apt-get install mosquitto-clients to run this test", name)
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is required in CI: apt-get install %s", name, pkg)
+	}
+	t.Skipf("%s not installed: apt-get install %s to run this test", name, pkg)
 	return ""
 }
 

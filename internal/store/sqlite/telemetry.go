@@ -72,8 +72,10 @@ type TelemetryStore struct {
 	// series caches ts_series; guarded by wlock.
 	series seriesCache
 	// recentRows counts (about: replacements count too) the rows of
-	// ts_recent; past compactRows, a write compacts. Guarded by wlock.
-	recentRows, compactRows int64
+	// ts_recent; past compactRows, a write runs a compaction step of
+	// compactStep rows or more, from series id compactFrom. Guarded by
+	// wlock.
+	recentRows, compactRows, compactStep, compactFrom int64
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -156,7 +158,7 @@ func OpenTelemetry(ctx context.Context, path string, opts TelemetryOptions) (*Te
 		return fail(err, rdb, wdb)
 	}
 
-	s := &TelemetryStore{log: log, wdb: wdb, rdb: rdb, wlock: make(chan struct{}, 1), compactRows: defaultCompactRows}
+	s := &TelemetryStore{log: log, wdb: wdb, rdb: rdb, wlock: make(chan struct{}, 1), compactRows: defaultCompactRows, compactStep: defaultCompactStep}
 	if err := wdb.QueryRowContext(ctx, `SELECT count(*) FROM ts_recent`).Scan(&s.recentRows); err != nil {
 		return fail(err, rdb, wdb)
 	}
@@ -287,6 +289,12 @@ func kindName(kind int64) string {
 // once, small enough that the pages a commit dirties in ts_recent stay few
 // (about 25 bytes a row: 100,000 rows are some 600 pages of 4 KiB).
 const defaultCompactRows = 100_000
+
+// defaultCompactStep is the rows a compaction step moves: it holds the
+// writer lock, so it is kept short (some 100 ms); steps go round the
+// series, so each series still moves about defaultCompactRows/series rows
+// at once.
+const defaultCompactStep = 16_384
 
 // noFlush is the cached flushed_ts of a series never compacted (NULL in
 // the database): every sample of it is above.

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/zerotouch/zerotouch/internal/telemetry"
 	"github.com/zerotouch/zerotouch/internal/telemetry/telemetrytest"
@@ -34,18 +35,18 @@ func newTestTelemetryStore(t testing.TB) *TelemetryStore {
 // so that reads, replacements, backfills and deletes meet both tables.
 func TestTelemetryConformance(t *testing.T) {
 	for _, tc := range []struct {
-		name        string
-		compactRows int64
+		name              string
+		compactRows, step int64
 	}{
-		{"Staged", 0},
-		{"CompactEveryWrite", 1},
-		{"CompactEvery7Rows", 7},
+		{"Staged", 0, 0},
+		{"CompactAllEveryWrite", 1, math.MaxInt32},
+		{"CompactSomeSeriesOften", 7, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			telemetrytest.Run(t, func(t *testing.T) telemetry.Store {
 				s := newTestTelemetryStore(t)
 				if tc.compactRows > 0 {
-					s.compactRows = tc.compactRows
+					s.compactRows, s.compactStep = tc.compactRows, tc.step
 				}
 				return s
 			})
@@ -99,22 +100,28 @@ func BenchmarkTelemetryWrite(b *testing.B) {
 			ctx := context.Background()
 			var batch telemetry.Batch
 			next := 0
+			var slowest time.Duration
 			write := func() {
 				bs.fill(&batch, next, size)
 				next += size
+				start := time.Now()
 				if err := s.Write(ctx, &batch); err != nil {
 					b.Fatal(err)
 				}
+				slowest = max(slowest, time.Since(start))
 			}
 			for next < len(bs.devices)*len(bs.keys) {
 				write() // create every series before measuring
 			}
+			slowest = 0
 			b.ResetTimer()
 			for range b.N {
 				write()
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "samples/s")
+			// The slowest write includes any compaction it triggered.
+			b.ReportMetric(float64(slowest.Milliseconds()), "max-ms")
 		})
 	}
 }
@@ -260,12 +267,12 @@ func TestTelemetrySumOverflowIsDouble(t *testing.T) {
 // model, with compactions in between and retention at the end: every read
 // must see the union of ts_recent and ts_samples exactly once.
 func TestTelemetryMatchesModel(t *testing.T) {
-	for _, compactRows := range []int64{1, 37, 500, defaultCompactRows} {
-		t.Run(fmt.Sprintf("compactRows=%d", compactRows), func(t *testing.T) {
+	for _, tc := range []struct{ rows, step int64 }{{1, math.MaxInt32}, {1, 1}, {37, 10}, {500, 50}, {defaultCompactRows, defaultCompactStep}} {
+		t.Run(fmt.Sprintf("compactRows=%d,step=%d", tc.rows, tc.step), func(t *testing.T) {
 			s := newTestTelemetryStore(t)
-			s.compactRows = compactRows
+			s.compactRows, s.compactStep = tc.rows, tc.step
 			ctx := t.Context()
-			rng := rand.New(rand.NewPCG(1, uint64(compactRows)))
+			rng := rand.New(rand.NewPCG(1, uint64(tc.rows*tc.step)))
 			type ref struct{ dev, key string }
 			type point struct {
 				ref

@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -25,23 +27,15 @@ import (
 // writeStmts are the statements of the write path, prepared once on the
 // writer connection (database/sql reuses them inside its transactions).
 type writeStmts struct {
-	seriesGet, seriesAdd, sample, recent, latest, minTS, attr, state *sql.Stmt
+	seriesGet, seriesAdd, minTS, attr, state *sql.Stmt
+	samples, recent, latest                  multiInsert
 }
 
 const (
 	sqlSeriesGet = `SELECT id, min_ts, flushed_ts FROM ts_series WHERE device_id = ? AND key = ?`
 	sqlSeriesAdd = `INSERT INTO ts_series (device_id, key) VALUES (?, ?) RETURNING id`
-	// A sample at an existing (series, ts) replaces it.
-	sqlSample = `INSERT INTO ts_samples (series_id, ts, kind, v) VALUES (?, ?, ?, ?)
-		ON CONFLICT (series_id, ts) DO UPDATE SET kind = excluded.kind, v = excluded.v`
-	sqlRecent = `INSERT INTO ts_recent (series_id, ts, kind, v) VALUES (?, ?, ?, ?)
-		ON CONFLICT (series_id, ts) DO UPDATE SET kind = excluded.kind, v = excluded.v`
-	// The latest value moves to a sample at the same or a higher ts only.
-	sqlLatest = `INSERT INTO ts_latest (series_id, ts, kind, v) VALUES (?, ?, ?, ?)
-		ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts, kind = excluded.kind, v = excluded.v
-		WHERE excluded.ts >= ts_latest.ts`
-	sqlMinTS = `UPDATE ts_series SET min_ts = ?2 WHERE id = ?1 AND (min_ts IS NULL OR min_ts > ?2)`
-	sqlAttr  = `INSERT INTO attributes (device_id, scope, key, kind, v, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+	sqlMinTS     = `UPDATE ts_series SET min_ts = ?2 WHERE id = ?1 AND (min_ts IS NULL OR min_ts > ?2)`
+	sqlAttr      = `INSERT INTO attributes (device_id, scope, key, kind, v, updated_at) VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (device_id, scope, key) DO UPDATE SET kind = excluded.kind, v = excluded.v, updated_at = excluded.updated_at`
 	// Connection times only move forward.
 	sqlState = `INSERT INTO conn_states (device_id, last_connect, last_disconnect, last_activity) VALUES (?, ?, ?, ?)
@@ -49,7 +43,44 @@ const (
 			last_connect    = max(last_connect, excluded.last_connect),
 			last_disconnect = max(last_disconnect, excluded.last_disconnect),
 			last_activity   = max(last_activity, excluded.last_activity)`
+
+	// A sample at an existing (series, ts) replaces it; of two in one
+	// statement, the later row wins (SQLite applies rows in order).
+	sqlSamples      = `INSERT INTO ts_samples (series_id, ts, kind, v) VALUES %s ON CONFLICT (series_id, ts) DO UPDATE SET kind = excluded.kind, v = excluded.v`
+	sqlRecent       = `INSERT INTO ts_recent (series_id, ts, kind, v) VALUES %s ON CONFLICT (series_id, ts) DO UPDATE SET kind = excluded.kind, v = excluded.v`
+	sqlLatestUpsert = `INSERT INTO ts_latest (series_id, ts, kind, v) VALUES %s ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts, kind = excluded.kind, v = excluded.v
+		WHERE excluded.ts >= ts_latest.ts` // the latest value moves to a sample at the same or a higher ts only
 )
+
+// insertSizes are the row counts of the prepared multi-row INSERTs of a
+// table, largest first. A statement costs, in SQLite and database/sql,
+// about as much as the rows it writes (binding, cursors, halting), so rows
+// go 64 to a statement; the rest of a batch takes the smaller sizes.
+var insertSizes = [...]int{64, 16, 4, 1}
+
+// multiInsert is one INSERT of rows of 4 values, prepared for each of
+// insertSizes.
+type multiInsert [len(insertSizes)]*sql.Stmt
+
+func (m *multiInsert) prepare(ctx context.Context, db *sql.DB, format string) error {
+	for i, n := range insertSizes {
+		q := fmt.Sprintf(format, strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?), ", n), ", "))
+		st, err := db.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("prepare %.80q: %w", q, err)
+		}
+		m[i] = st
+	}
+	return nil
+}
+
+func (m *multiInsert) close() {
+	for _, st := range m {
+		if st != nil {
+			st.Close()
+		}
+	}
+}
 
 func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 	for _, p := range []struct {
@@ -58,9 +89,6 @@ func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 	}{
 		{&w.seriesGet, sqlSeriesGet},
 		{&w.seriesAdd, sqlSeriesAdd},
-		{&w.sample, sqlSample},
-		{&w.recent, sqlRecent},
-		{&w.latest, sqlLatest},
 		{&w.minTS, sqlMinTS},
 		{&w.attr, sqlAttr},
 		{&w.state, sqlState},
@@ -71,15 +99,83 @@ func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 		}
 		*p.stmt = st
 	}
+	for _, m := range []struct {
+		ins    *multiInsert
+		format string
+	}{
+		{&w.samples, sqlSamples},
+		{&w.recent, sqlRecent},
+		{&w.latest, sqlLatestUpsert},
+	} {
+		if err := m.ins.prepare(ctx, db, m.format); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
 func (w *writeStmts) close() {
-	for _, st := range []*sql.Stmt{w.seriesGet, w.seriesAdd, w.sample, w.recent, w.latest, w.minTS, w.attr, w.state} {
+	for _, st := range []*sql.Stmt{w.seriesGet, w.seriesAdd, w.minTS, w.attr, w.state} {
 		if st != nil {
 			st.Close()
 		}
 	}
+	w.samples.close()
+	w.recent.close()
+	w.latest.close()
+}
+
+// rowWriter writes rows of 4 values into one table within a transaction,
+// through its multiInsert: add buffers a row and writes a full statement's
+// worth; flush writes the rest.
+type rowWriter struct {
+	tx    *sql.Tx
+	ins   *multiInsert
+	inTx  [len(insertSizes)]*sql.Stmt // ins bound to tx, on first use
+	args  []any
+	rows  int64 // rows written
+	table string
+}
+
+func newRowWriter(tx *sql.Tx, ins *multiInsert, table string) *rowWriter {
+	return &rowWriter{tx: tx, ins: ins, table: table, args: make([]any, 0, 4*insertSizes[0])}
+}
+
+func (w *rowWriter) add(a, b, c, d any) error {
+	w.args = append(w.args, a, b, c, d)
+	w.rows++
+	if len(w.args) == cap(w.args) {
+		if err := w.exec(0, w.args); err != nil {
+			return err
+		}
+		w.args = w.args[:0]
+	}
+	return nil
+}
+
+func (w *rowWriter) flush() error {
+	rest := w.args
+	for i, n := range insertSizes {
+		for len(rest) >= 4*n {
+			if err := w.exec(i, rest[:4*n]); err != nil {
+				return err
+			}
+			rest = rest[4*n:]
+		}
+	}
+	w.args = w.args[:0]
+	return nil
+}
+
+func (w *rowWriter) exec(size int, args []any) error {
+	bg := context.Background()
+	if w.inTx[size] == nil {
+		w.inTx[size] = w.tx.StmtContext(bg, w.ins[size])
+	}
+	if _, err := w.inTx[size].ExecContext(bg, args...); err != nil {
+		return fmt.Errorf("store %d rows in %s: %w", len(args)/4, w.table, err)
+	}
+	return nil
 }
 
 // ctxCheckEvery is how many rows a write applies between two looks at the
@@ -156,71 +252,125 @@ func (s *TelemetryStore) Write(ctx context.Context, b *telemetry.Batch) error {
 			if after != nil {
 				after()
 			}
-			if s.recentRows >= s.compactRows {
-				if err := s.compact(); err != nil {
-					// The write is committed; ts_recent grows until a later
-					// compaction succeeds.
-					s.log.Error("telemetry compaction failed", "recent_rows", s.recentRows, "err", err)
-				}
-			}
+			s.maybeCompact(int64(len(b.Samples)))
 		}, nil
 	})
 }
 
-// compact moves ts_recent into ts_samples, in one transaction: in key
-// order, so that each series' last page of ts_samples is written once for
-// all its recent samples. Every series' flushed_ts becomes its highest
-// recent ts, which keeps every later ts_recent row newer than ts_samples.
-// The caller holds the writer lock.
-func (s *TelemetryStore) compact() error {
+// maybeCompact runs a compaction step when ts_recent has grown past
+// compactRows. A step moves at least compactStep rows, and at least as many
+// as the write just added, so that ts_recent stays bounded whatever the
+// batch size. The caller holds the writer lock, right after a commit.
+func (s *TelemetryStore) maybeCompact(written int64) {
+	if s.recentRows < s.compactRows {
+		return
+	}
+	start := time.Now()
+	moved, err := s.compactSome(max(s.compactStep, written))
+	if err != nil {
+		// The write is committed; ts_recent grows until a later step
+		// succeeds.
+		s.log.Error("telemetry compaction failed", "recent_rows", s.recentRows, "err", err)
+		return
+	}
+	s.log.Debug("telemetry compacted", "rows", moved, "took", time.Since(start), "recent_rows", s.recentRows)
+}
+
+// compactSome moves the ts_recent rows of a range of series into
+// ts_samples, in one transaction: in key order, so that each series' last
+// page of ts_samples is written once for all its recent samples. Steps go
+// round the series (s.compactFrom is where the next one starts), taking
+// whole series until they hold at least rows rows. Each moved series'
+// flushed_ts becomes its highest recent ts, which keeps every later
+// ts_recent row of it newer than its rows in ts_samples. The caller holds
+// the writer lock.
+func (s *TelemetryStore) compactSome(rows int64) (moved int64, err error) {
 	ctx := context.Background()
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("compact: begin: %w", err)
+		return 0, fmt.Errorf("compact: begin: %w", err)
 	}
 	defer tx.Rollback()
+
+	// The range [lo, hi) of series ids: from the cursor to the series of
+	// the row after the first rows ones, or to the end.
+	lo := s.compactFrom
+	var first sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT min(series_id) FROM ts_recent WHERE series_id >= ?`, lo).Scan(&first); err != nil {
+		return 0, fmt.Errorf("compact: %w", err)
+	}
+	if !first.Valid && lo > 0 {
+		lo = 0 // past the last series: round again
+		if err := tx.QueryRowContext(ctx, `SELECT min(series_id) FROM ts_recent`).Scan(&first); err != nil {
+			return 0, fmt.Errorf("compact: %w", err)
+		}
+	}
+	if !first.Valid {
+		s.recentRows = 0 // nothing to move: the count had drifted
+		return 0, nil
+	}
+	lo = first.Int64
+	hi := int64(math.MaxInt64)
+	var next int64
+	switch err := tx.QueryRowContext(ctx, `SELECT series_id FROM ts_recent WHERE series_id >= ? ORDER BY series_id, ts LIMIT 1 OFFSET ?`,
+		lo, rows).Scan(&next); {
+	case err == nil:
+		hi = max(next, lo+1) // a series with more than rows rows goes whole
+	case !errors.Is(err, sql.ErrNoRows):
+		return 0, fmt.Errorf("compact: %w", err)
+	}
+
 	type flushed struct {
 		device, key string
 		ts          int64
 	}
 	var done []flushed
-	rows, err := tx.QueryContext(ctx, `UPDATE ts_series SET flushed_ts = r.mx
-		FROM (SELECT series_id, max(ts) AS mx FROM ts_recent GROUP BY series_id) AS r
+	res, err := tx.QueryContext(ctx, `UPDATE ts_series SET flushed_ts = r.mx
+		FROM (SELECT series_id, max(ts) AS mx FROM ts_recent WHERE series_id >= ?1 AND series_id < ?2 GROUP BY series_id) AS r
 		WHERE ts_series.id = r.series_id
-		RETURNING device_id, key, flushed_ts`)
+		RETURNING device_id, key, flushed_ts`, lo, hi)
 	if err != nil {
-		return fmt.Errorf("compact: %w", err)
+		return 0, fmt.Errorf("compact: %w", err)
 	}
-	for rows.Next() {
+	for res.Next() {
 		var f flushed
-		if err := rows.Scan(&f.device, &f.key, &f.ts); err != nil {
-			rows.Close()
-			return fmt.Errorf("compact: %w", err)
+		if err := res.Scan(&f.device, &f.key, &f.ts); err != nil {
+			res.Close()
+			return 0, fmt.Errorf("compact: %w", err)
 		}
 		done = append(done, f)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("compact: %w", err)
+	res.Close()
+	if err := res.Err(); err != nil {
+		return 0, fmt.Errorf("compact: %w", err)
 	}
 	// No (series, ts) is in both tables; the upsert is only a safety net
 	// (the newer write, in ts_recent, would win).
 	if _, err := tx.ExecContext(ctx, `INSERT INTO ts_samples (series_id, ts, kind, v)
-		SELECT series_id, ts, kind, v FROM ts_recent WHERE true
-		ON CONFLICT (series_id, ts) DO UPDATE SET kind = excluded.kind, v = excluded.v`); err != nil {
-		return fmt.Errorf("compact: move samples: %w", err)
+		SELECT series_id, ts, kind, v FROM ts_recent WHERE series_id >= ?1 AND series_id < ?2
+		ON CONFLICT (series_id, ts) DO UPDATE SET kind = excluded.kind, v = excluded.v`, lo, hi); err != nil {
+		return 0, fmt.Errorf("compact: move samples: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM ts_recent`); err != nil {
-		return fmt.Errorf("compact: empty ts_recent: %w", err)
+	del, err := tx.ExecContext(ctx, `DELETE FROM ts_recent WHERE series_id >= ?1 AND series_id < ?2`, lo, hi)
+	if err != nil {
+		return 0, fmt.Errorf("compact: delete moved samples: %w", err)
+	}
+	if moved, err = del.RowsAffected(); err != nil {
+		return 0, fmt.Errorf("compact: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("compact: commit: %w", err)
+		return 0, fmt.Errorf("compact: commit: %w", err)
 	}
 	for _, f := range done {
 		s.series.setFlushed(f.device, f.key, f.ts)
 	}
-	s.recentRows = 0
-	return nil
+	s.recentRows = max(0, s.recentRows-moved)
+	if hi == math.MaxInt64 {
+		s.compactFrom = 0
+	} else {
+		s.compactFrom = hi
+	}
+	return moved, nil
 }
 
 // validateBatch checks every record of b, so that an invalid one fails the
@@ -404,10 +554,9 @@ func (s *TelemetryStore) writeSamples(ctx context.Context, tx *sql.Tx, samples [
 		return cmp.Compare(samples[a].TS, samples[b].TS)
 	})
 
-	sampleStmt := tx.StmtContext(bg, s.stmts.sample)
-	recentStmt := tx.StmtContext(bg, s.stmts.recent)
-	var recent int64 // rows written to ts_recent
-	latestStmt := tx.StmtContext(bg, s.stmts.latest)
+	main := newRowWriter(tx, &s.stmts.samples, "ts_samples")
+	recent := newRowWriter(tx, &s.stmts.recent, "ts_recent")
+	latest := newRowWriter(tx, &s.stmts.latest, "ts_latest")
 	minStmt := tx.StmtContext(bg, s.stmts.minTS)
 	type cacheUpdate struct {
 		ref  seriesRef
@@ -431,13 +580,12 @@ func (s *TelemetryStore) writeSamples(ctx context.Context, tx *sql.Tx, samples [
 			if err != nil {
 				return nil, err
 			}
-			st := sampleStmt
+			w := main // a replacement or a backfill: see ts_recent in the schema
 			if sm.TS > info.flushed {
-				st = recentStmt
-				recent++
+				w = recent
 			}
-			if _, err := st.ExecContext(bg, info.id, sm.TS, kind, v); err != nil {
-				return nil, fmt.Errorf("store sample (device %.100q, key %.100q, ts %d): %w", sm.DeviceID, sm.Key, sm.TS, err)
+			if err := w.add(info.id, sm.TS, kind, v); err != nil {
+				return nil, err
 			}
 		}
 		last := &samples[order[end-1]]
@@ -445,8 +593,8 @@ func (s *TelemetryStore) writeSamples(ctx context.Context, tx *sql.Tx, samples [
 		if err != nil {
 			return nil, err
 		}
-		if _, err := latestStmt.ExecContext(bg, info.id, last.TS, kind, v); err != nil {
-			return nil, fmt.Errorf("store latest value (device %.100q, key %.100q): %w", last.DeviceID, last.Key, err)
+		if err := latest.add(info.id, last.TS, kind, v); err != nil {
+			return nil, err
 		}
 		first := &samples[order[start]]
 		_, isFresh := fresh[seriesRef{first.DeviceID, first.Key}]
@@ -462,11 +610,16 @@ func (s *TelemetryStore) writeSamples(ctx context.Context, tx *sql.Tx, samples [
 		}
 		start = end
 	}
+	for _, w := range []*rowWriter{main, recent, latest} {
+		if err := w.flush(); err != nil {
+			return nil, err
+		}
+	}
 	return func() {
 		for _, u := range updates {
 			s.series.put(u.ref.device, u.ref.key, u.info)
 		}
-		s.recentRows += recent
+		s.recentRows += recent.rows
 	}, nil
 }
 
