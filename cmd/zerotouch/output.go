@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/zerotouch/zerotouch/internal/config"
 
@@ -116,13 +119,34 @@ func (o *clientOptions) print(cmd *cobra.Command, v any, table func(w io.Writer)
 	return tw.Flush()
 }
 
-// row writes one table line.
+// row writes one table line. Values come from devices and API clients:
+// control characters are escaped, since a tab or newline would break the
+// columns and an escape sequence could rewrite the operator's terminal.
 func row(w io.Writer, cells ...string) {
 	for i, c := range cells {
-		// A tab or newline in a value would break the columns.
-		cells[i] = strings.NewReplacer("\t", " ", "\n", " ", "\r", " ").Replace(c)
+		cells[i] = printable(c)
 	}
 	fmt.Fprintln(w, strings.Join(cells, "\t"))
+}
+
+// printable replaces control characters and invalid UTF-8 by Go escapes
+// (\x1b, \u0085, \xff), leaving everything else as it is.
+func printable(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsControl(r):
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 // fields writes a record as NAME<tab>value lines, skipping empty values.

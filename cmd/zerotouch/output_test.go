@@ -65,3 +65,19 @@ func TestProgressOnTerminal(t *testing.T) {
 		t.Errorf("want one final line, got %q", out)
 	}
 }
+
+// TestPrintable: what devices send cannot break a table or drive the
+// operator's terminal.
+func TestPrintable(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain é":         "plain é",
+		"a\tb\nc\r":       `a\tb\nc\r`,
+		"\x1b[2J\x1b]0;x": `\x1b[2J\x1b]0;x`,
+		"bad\xffutf8":     `bad\xffutf8`,
+		"next\u0085line":  `next\u0085line`,
+	} {
+		if got := printable(in); got != want {
+			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

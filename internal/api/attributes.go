@@ -5,7 +5,9 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/telemetry"
@@ -116,8 +118,8 @@ func (s *server) setAttributes(w http.ResponseWriter, r *http.Request, key *regi
 	}
 	values := make(map[string]telemetry.Value, len(raw))
 	for k, v := range raw {
-		if k == "" || len(k) > maxKeyLen {
-			return badRequest("attribute keys must be 1 to %d bytes long; %.40q is not", maxKeyLen, k)
+		if strings.TrimSpace(k) == "" || len(k) > maxKeyLen || strings.ContainsFunc(k, unicode.IsControl) {
+			return badRequest("attribute keys must be 1 to %d bytes long, not blank, without control characters; %.40q is not", maxKeyLen, k)
 		}
 		val, err := telemetry.ParseJSON(v)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/zerotouch/zerotouch/internal/device"
 	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/telemetry"
@@ -114,8 +115,8 @@ func classify(err error) (int, Error) {
 		// A query or write the telemetry store or the device service
 		// refused: the caller's input, like a bad query parameter.
 		return http.StatusBadRequest, Error{CodeBadRequest, domainMessage(err)}
-	case errors.Is(err, telemetry.ErrClosed):
-		return http.StatusServiceUnavailable, Error{CodeUnavailable, "the telemetry store is closing (the server is shutting down); retry shortly"}
+	case errors.Is(err, telemetry.ErrClosed), errors.Is(err, device.ErrShuttingDown):
+		return http.StatusServiceUnavailable, Error{CodeUnavailable, "the server is shutting down; retry shortly"}
 	}
 	return http.StatusInternalServerError, Error{CodeInternal, "internal error; see the server log"}
 }

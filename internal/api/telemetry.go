@@ -322,8 +322,8 @@ func parseTelemetryQuery(q url.Values, now time.Time) (telemetryQuery, error) {
 	if tq.agg, err = telemetry.ParseAggregation(agg); err != nil {
 		return tq, badRequest("query parameter agg: %v", err)
 	}
-	if tq.interval, err = time.ParseDuration(interval); err != nil || tq.interval < time.Millisecond {
-		return tq, badRequest("query parameter interval=%q: want a duration of at least 1ms, such as 1m or 1h", interval)
+	if tq.interval, err = time.ParseDuration(interval); err != nil || tq.interval < time.Millisecond || tq.interval%time.Millisecond != 0 {
+		return tq, badRequest("query parameter interval=%q: want a whole number of milliseconds, at least 1ms, such as 1m or 1h", interval)
 	}
 	ms := tq.interval.Milliseconds()
 	if n := (tq.to - tq.from + ms - 1) / ms; n > telemetry.MaxBuckets {

@@ -184,8 +184,12 @@ type Service struct {
 	drops     atomic.Uint64
 	retDelete atomic.Uint64
 
-	stop chan struct{}
-	bg   sync.WaitGroup
+	stop      chan struct{} // closed by Close: housekeeping ends
+	closing   chan struct{} // closed by StopCalls: RPC waits end
+	stopOnce  sync.Once
+	closeOnce sync.Once
+	closeErr  error
+	bg        sync.WaitGroup
 }
 
 // liveDevice is what the node knows of a device in memory: its sessions
@@ -234,6 +238,7 @@ func New(o Options) (*Service, error) {
 		calls:     make(map[callKey]chan json.RawMessage),
 		results:   make(map[string]*atomic.Uint64),
 		stop:      make(chan struct{}),
+		closing:   make(chan struct{}),
 	}
 	for _, r := range Results() {
 		s.results[r] = new(atomic.Uint64)
@@ -242,17 +247,27 @@ func New(o Options) (*Service, error) {
 	return s, nil
 }
 
-// Close stops the retention loop and commits the telemetry still queued
-// (until ctx ends). It does not close the Store.
+// ErrShuttingDown: the node is stopping; RPC calls waiting for an answer
+// end with it.
+var ErrShuttingDown = errors.New("server is shutting down")
+
+// StopCalls ends every RPC call waiting for an answer (with
+// ErrShuttingDown) and refuses new ones, so that a shutdown need not wait
+// for devices to answer.
+func (s *Service) StopCalls() {
+	s.stopOnce.Do(func() { close(s.closing) })
+}
+
+// Close stops RPC calls and the retention loop, and commits the telemetry
+// still queued (until ctx ends). It does not close the Store.
 func (s *Service) Close(ctx context.Context) error {
-	select {
-	case <-s.stop:
-		return nil
-	default:
-	}
-	close(s.stop)
-	s.bg.Wait()
-	return s.writer.Close(ctx)
+	s.closeOnce.Do(func() {
+		s.StopCalls()
+		close(s.stop)
+		s.bg.Wait()
+		s.closeErr = s.writer.Close(ctx)
+	})
+	return s.closeErr
 }
 
 // AddTransport registers a dialect's Transport.
@@ -280,19 +295,23 @@ func (s *Service) nowMS() int64 { return s.now().UnixMilli() }
 // ErrUnauthenticated: the token designates no enabled device.
 var ErrUnauthenticated = errors.New("unknown or revoked access token, or disabled device")
 
+// ThrottledError: the source sent too many unknown tokens lately; it may
+// try again after RetryAfter.
+type ThrottledError struct{ RetryAfter time.Duration }
+
+func (e *ThrottledError) Error() string {
+	return fmt.Sprintf("too many failed authentications from this address: retry in %s", e.RetryAfter.Round(time.Second))
+}
+
 // AuthenticateToken finds the enabled device holding an active access
 // token, for transports where each request carries the token (ThingsBoard's
-// HTTP device API). source is the client's host: its failures slow its
-// later requests down, as for MQTT CONNECTs.
+// HTTP device API). source is the client's host: once it has sent too many
+// unknown tokens, its requests are refused (ThrottledError) for a while.
 func (s *Service) AuthenticateToken(ctx context.Context, source, token string) (*registry.Device, error) {
+	// Refused at once rather than delayed: waiting would cost a guesser
+	// nothing but one more parallel request.
 	if d := s.limiter.Delay(source, time.Now()); d > 0 {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+		return nil, &ThrottledError{RetryAfter: d}
 	}
 	if s.registry == nil || token == "" || len(token) > maxTokenLength {
 		s.limiter.Fail(source, time.Now())
@@ -406,15 +425,17 @@ func (s *Service) ReportAttributes(deviceID string, attrs []telemetry.Attribute)
 }
 
 // RequestAttributes answers a device asking for its client and shared
-// attributes (all of a scope when its keys are empty and all is true for
+// attributes (all of a scope when its keys are empty and want is true for
 // it; see the dialect for when a scope is asked at all). Client attributes
-// the device reported a moment ago are included: the queued ones are
-// committed first.
+// the device reported a moment ago are included: when some are queued, they
+// are committed first.
 func (s *Service) RequestAttributes(ctx context.Context, deviceID string, clientKeys, sharedKeys []string, wantClient, wantShared bool) (client, shared []telemetry.Attribute, err error) {
-	if wantClient {
+	if wantClient && s.writer.PendingAttributes(deviceID) {
 		if err := s.writer.Flush(ctx); err != nil {
 			return nil, nil, err
 		}
+	}
+	if wantClient {
 		if client, err = s.store.Attributes(ctx, deviceID, telemetry.ScopeClient, clientKeys); err != nil {
 			return nil, nil, err
 		}
@@ -470,7 +491,10 @@ func (s *Service) Forget(ctx context.Context, deviceID string) error {
 	s.devMu.Lock()
 	delete(s.devices, deviceID)
 	s.devMu.Unlock()
-	// Queued writes for it would bring some of it back.
+	// Queued and late writes for it (the end of its session) would bring
+	// some of it back: the writer drops them, and the batch being written
+	// is committed before the delete.
+	s.writer.Forget(deviceID)
 	if err := s.writer.Flush(ctx); err != nil {
 		return err
 	}
@@ -559,7 +583,7 @@ func (s *Service) Aggregate(ctx context.Context, q telemetry.AggregateQuery) ([]
 
 // Attributes returns a device's attributes of one scope.
 func (s *Service) Attributes(ctx context.Context, deviceID string, scope telemetry.Scope, keys []string) ([]telemetry.Attribute, error) {
-	if scope == telemetry.ScopeClient {
+	if scope == telemetry.ScopeClient && s.writer.PendingAttributes(deviceID) {
 		if err := s.writer.Flush(ctx); err != nil {
 			return nil, err
 		}
@@ -642,6 +666,14 @@ func (s *Service) Call(ctx context.Context, deviceID, method string, params json
 	case o.Timeout < 0 || o.Timeout > MaxRPCTimeout:
 		return nil, fmt.Errorf("%w: RPC timeout must be between 0 and %s", ErrInvalid, MaxRPCTimeout)
 	}
+	select {
+	case <-s.closing:
+		return nil, ErrShuttingDown
+	default:
+	}
+	// The timeout runs from here: sending to a slow session counts.
+	t := time.NewTimer(o.Timeout)
+	defer t.Stop()
 	req := RPCRequest{ID: s.newCallID(), Method: method, Params: params}
 	key := callKey{deviceID, req.ID}
 	ch := make(chan json.RawMessage, 1)
@@ -663,8 +695,6 @@ func (s *Service) Call(ctx context.Context, deviceID, method string, params json
 	if o.OneWay {
 		return nil, nil
 	}
-	t := time.NewTimer(o.Timeout)
-	defer t.Stop()
 	select {
 	case res := <-ch:
 		return res, nil
@@ -674,6 +704,9 @@ func (s *Service) Call(ctx context.Context, deviceID, method string, params json
 	case <-ctx.Done():
 		forget()
 		return nil, ctx.Err()
+	case <-s.closing:
+		forget()
+		return nil, ErrShuttingDown
 	}
 }
 

@@ -12,8 +12,12 @@ import (
 	"time"
 
 	"github.com/zerotouch/zerotouch/internal/device"
+	"github.com/zerotouch/zerotouch/internal/provision"
+	"github.com/zerotouch/zerotouch/internal/registry"
+	"github.com/zerotouch/zerotouch/internal/secret"
 	"github.com/zerotouch/zerotouch/internal/store/sqlite"
 	"github.com/zerotouch/zerotouch/internal/telemetry"
+	"github.com/zerotouch/zerotouch/internal/testutil"
 )
 
 // clock is a settable clock.
@@ -271,5 +275,98 @@ func TestRetention(t *testing.T) {
 	}
 	if latest, _ := st.Latest(t.Context(), "d", nil); len(latest) != 2 {
 		t.Errorf("latest values after retention: %+v", latest)
+	}
+}
+
+// TestForgetDropsLateWrites: nothing of a deleted device comes back, not
+// even what arrives after the deletion (the end of its session, a message
+// in flight).
+func TestForgetDropsLateWrites(t *testing.T) {
+	svc, _, _, st := newService(t, nil)
+	ctx := t.Context()
+	svc.Connected("gone")
+	svc.Ingest("gone", []telemetry.Sample{{Key: "t", TS: 1, Value: telemetry.Long(1)}})
+	svc.ReportAttributes("gone", []telemetry.Attribute{{Key: "fw", Value: telemetry.String("1")}})
+	svc.Ingest("kept", []telemetry.Sample{{Key: "t", TS: 1, Value: telemetry.Long(2)}})
+	if err := svc.Forget(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	svc.Disconnected("gone")
+	svc.Ingest("gone", []telemetry.Sample{{Key: "late", TS: 2, Value: telemetry.Long(3)}})
+	if _, err := svc.Latest(ctx, "kept", nil); err != nil { // commits what is queued
+		t.Fatal(err)
+	}
+	latest, _ := st.Latest(ctx, "gone", nil)
+	attrs, _ := st.Attributes(ctx, "gone", telemetry.ScopeClient, nil)
+	states, _ := st.ConnStates(ctx, []string{"gone"})
+	if len(latest) != 0 || len(attrs) != 0 || len(states) != 0 {
+		t.Errorf("left of the deleted device: latest %v, attributes %v, states %v", latest, attrs, states)
+	}
+	if kept, _ := st.Latest(ctx, "kept", nil); len(kept) != 1 {
+		t.Errorf("another device's data went too: %v", kept)
+	}
+}
+
+// TestStopCalls: a shutdown ends the calls waiting for an answer.
+func TestStopCalls(t *testing.T) {
+	svc, tr, _, _ := newService(t, nil)
+	tr.silent.Store(true)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := svc.Call(context.Background(), "dev", "reboot", nil, device.CallOptions{Timeout: time.Minute})
+		errc <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // let the call start waiting
+	svc.StopCalls()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, device.ErrShuttingDown) {
+			t.Errorf("call ended with %v, want ErrShuttingDown", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call still waits after StopCalls")
+	}
+	if _, err := svc.Call(context.Background(), "dev", "reboot", nil, device.CallOptions{}); !errors.Is(err, device.ErrShuttingDown) {
+		t.Errorf("new call after StopCalls: %v", err)
+	}
+}
+
+// TestAuthenticateToken: an active token of an enabled device
+// authenticates; unknown ones fail, and a source that keeps sending them
+// is refused for a while instead of being let to guess in parallel.
+func TestAuthenticateToken(t *testing.T) {
+	reg := testutil.NewStore(t, nil)
+	ctx := t.Context()
+	p := &registry.Profile{OrgID: registry.DefaultOrgID, Name: "p", Strategy: registry.StrategyAllowCreate, ProvisionKey: "k",
+		ProvisionSecretHash: secret.Hash("s"), DefaultCredentialType: registry.CredentialAccessToken, ReprovisionPolicy: registry.ReprovisionNever}
+	if err := reg.CreateProfile(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	token := secret.Generate(secret.TokenLength)
+	nd := []registry.NewDevice{{
+		Device:      registry.Device{OrgID: registry.DefaultOrgID, ProfileID: p.ID, Name: "d", Status: registry.DeviceEnabled},
+		Credentials: []registry.Credential{{Type: registry.CredentialAccessToken, LookupKey: secret.LookupHash(token), Status: registry.CredentialActive}},
+	}}
+	if err := reg.CreateDevices(ctx, nd); err != nil {
+		t.Fatal(err)
+	}
+	d := &nd[0].Device
+	limiter := &provision.FailureLimiter{Burst: 2, Leak: time.Hour, Base: time.Second, Max: time.Second, MaxSources: 10}
+	svc, _, _, _ := newService(t, func(o *device.Options) { o.Registry = reg; o.Limiter = limiter })
+
+	if got, err := svc.AuthenticateToken(ctx, "10.0.0.1", token); err != nil || got.ID != d.ID {
+		t.Fatalf("valid token: %v %v", got, err)
+	}
+	for i := range 3 {
+		if _, err := svc.AuthenticateToken(ctx, "10.0.0.1", fmt.Sprint("guess-", i)); !errors.Is(err, device.ErrUnauthenticated) {
+			t.Fatalf("guess %d: %v", i, err)
+		}
+	}
+	var throttled *device.ThrottledError
+	if _, err := svc.AuthenticateToken(ctx, "10.0.0.1", "guess-4"); !errors.As(err, &throttled) || throttled.RetryAfter <= 0 {
+		t.Errorf("after 3 failures with a burst of 2: %v, want ThrottledError", err)
+	}
+	if _, err := svc.AuthenticateToken(ctx, "10.0.0.2", token); err != nil {
+		t.Errorf("another source is throttled too: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"errors"
+	"net"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -87,15 +88,35 @@ func (h *Hub) deliver(c *conn, topic string, payload []byte, props packets.Prope
 		cl.State.Inflight.DecreaseSendQuota()
 	}
 
-	if err := cl.WritePacket(out); err != nil {
+	// mochi writes to the socket directly: a client that stops reading
+	// would block this caller (an RPC, an attribute push, a handler on the
+	// read path holding up Close) for as long as its TCP buffers stay full.
+	// A write that cannot finish in deliverWriteTimeout ends the session.
+	nc := cl.Net.Conn
+	if nc != nil {
+		nc.SetWriteDeadline(time.Now().Add(deliverWriteTimeout))
+	}
+	err := cl.WritePacket(out)
+	if nc != nil {
+		nc.SetWriteDeadline(time.Time{})
+	}
+	if err != nil {
 		if out.FixedHeader.Qos > 0 && cl.State.Inflight.Delete(out.PacketID) {
 			atomic.AddInt64(&h.srv.Info.Inflight, -1)
 			cl.State.Inflight.IncreaseSendQuota()
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			h.log.Info("session closed: it does not read what is sent to it", "client", truncate(cl.ID), "remote", cl.Net.Remote)
+			cl.Stop(err)
 		}
 		return err
 	}
 	return nil
 }
+
+// deliverWriteTimeout bounds one message written to a session.
+const deliverWriteTimeout = 5 * time.Second
 
 // ownSubscription merges a client's subscriptions whose filter matches
 // topic, as mochi's topic index would for that client: the highest QoS

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -178,4 +179,26 @@ func TestPresence(t *testing.T) {
 	prov.c.Close()
 	want := []string{"+" + dev.ID, "-" + dev.ID}
 	eventually(t, "presence events", func() bool { return fmt.Sprint(e.presence.snapshot()) == fmt.Sprint(want) })
+}
+
+// TestDeliverToAClientThatDoesNotRead: a session that stops reading is
+// disconnected once a write to it stalls, instead of blocking the sender.
+func TestDeliverToAClientThatDoesNotRead(t *testing.T) {
+	e := newEnv(t)
+	const topic = DeviceTopicPrefix + "attributes"
+	tok, dev, _ := e.tokenDevice()
+	cl, _ := dialRaw(t, e.addr, 4, rawConnect{ClientID: "stuck", Username: []byte(tok), Clean: true, Keepalive: keepalive(0)})
+	cl.subscribe(topic, 0)
+	// From here on the client reads nothing.
+	big := make([]byte, 200<<10)
+	start := time.Now()
+	for i := 0; ; i++ {
+		if e.hub.DeliverToDevice(dev.ID, topic, big) == 0 {
+			break
+		}
+		if time.Since(start) > 2*waitLimit {
+			t.Fatalf("still delivering after %d messages and %v", i, time.Since(start))
+		}
+	}
+	eventually(t, "the stuck session is gone", func() bool { return e.hub.ConnectedDevices() == 0 })
 }

@@ -169,9 +169,10 @@ type Options struct {
 	// (DefaultMaxPendingConnectionsPerHost when 0; negative: no cap),
 	// counted as RefusedPendingConnectionsPerHost.
 	MaxPendingConnectionsPerHost int
-	// MaxQueuedWrites bounds the packets queued for one slow client
-	// (DefaultMaxQueuedWrites when 0); a message beyond it is not
-	// delivered.
+	// MaxQueuedWrites bounds the packets mochi queues for one slow client
+	// (DefaultMaxQueuedWrites when 0). The hub's own deliveries (answers,
+	// pushes, commands) are written at once instead, and a client that
+	// does not take one within a few seconds is disconnected.
 	MaxQueuedWrites int
 	// HandleTimeout bounds one provisioning or device-topic handler call
 	// (DefaultHandleTimeout when 0).

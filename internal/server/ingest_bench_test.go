@@ -36,6 +36,7 @@ var (
 	ingestDuration = flag.Duration("ingest.duration", 10*time.Second, "BenchmarkIngest: how long the devices publish, per case")
 	ingestWindow   = flag.Int("ingest.window", 16, "BenchmarkIngest: messages in flight per connection (a multiple of -ingest.burst)")
 	ingestBurst    = flag.Int("ingest.burst", 8, "BenchmarkIngest: most messages one connection writes in one write call")
+	ingestRate     = flag.Float64("ingest.rate", 0, "BenchmarkIngest: messages/s offered by all devices together, evenly (0: as fast as the server takes them)")
 	ingestQoS      = flag.String("ingest.qos", "0,1", "BenchmarkIngest: QoS levels to measure, in this order")
 	ingestFlat     = flag.Bool("ingest.flat", false, "BenchmarkIngest: flat payloads of six values stamped by the server, instead of five values with the device's own timestamp")
 	ingestServers  = flag.String("ingest.servers", "zerotouch,mosquitto", "BenchmarkIngest and BenchmarkIdleMemory: servers to measure")
@@ -312,7 +313,24 @@ type publisher struct {
 	sent, acked atomic.Int64
 	lastAck     atomic.Int64 // unix ns
 	// Why it stopped early, if it did: its reader, its writer.
+	errMu             sync.Mutex
 	readErr, writeErr error
+}
+
+func (p *publisher) fail(read bool, err error) {
+	p.errMu.Lock()
+	defer p.errMu.Unlock()
+	if read {
+		p.readErr = err
+	} else {
+		p.writeErr = err
+	}
+}
+
+func (p *publisher) failure() error {
+	p.errMu.Lock()
+	defer p.errMu.Unlock()
+	return cmp.Or(p.writeErr, p.readErr)
 }
 
 // loadResult sums a load run.
@@ -324,15 +342,17 @@ type loadResult struct {
 	firstErr    error // of one of them
 }
 
-// runLoad makes every connection publish as fast as it can for d, in writes
-// of up to *ingestBurst messages, with at most *ingestWindow unconfirmed
-// messages per connection: at QoS 1 a PUBACK confirms one; at QoS 0 every
-// write ends with a PINGREQ, and its PINGRESP confirms the write's messages
-// (both servers handle a connection's packets in order, and zerotouch
-// stores a message before it reads the next). Without it a QoS 0 sender
-// would only be held back by the sockets' buffers, megabytes per
-// connection. seq[i] numbers connection i's messages (their timestamps,
-// see ingestPayloads); it is advanced. runLoad returns once the writers
+// runLoad makes every connection publish for d, in writes of up to
+// *ingestBurst messages, with at most *ingestWindow unconfirmed messages
+// per connection: at QoS 1 a PUBACK confirms one; at QoS 0 every write ends
+// with a PINGREQ, and its PINGRESP confirms the write's messages (both
+// servers handle a connection's packets in order, and zerotouch takes a
+// message in before it reads the next). Without it a QoS 0 sender would
+// only be held back by the sockets' buffers, megabytes per connection.
+// With *ingestRate set, the connections share that rate evenly instead of
+// sending as fast as they can, and QoS 0 messages go without PINGREQ (open
+// loop). seq[i] numbers connection i's messages (their timestamps, see
+// ingestPayloads); it is advanced. runLoad returns once the writers
 // stopped and the confirmations stopped coming.
 func runLoad(conns []net.Conn, seq []int64, tsBase int64, qos byte, d time.Duration) loadResult {
 	burst := max(*ingestBurst, 1)
@@ -340,6 +360,8 @@ func runLoad(conns []net.Conn, seq []int64, tsBase int64, qos byte, d time.Durat
 	if qos == 0 {
 		window -= window % burst
 	}
+	perConn := *ingestRate / float64(len(conns)) // messages/s; 0: no pacing
+	openLoop := perConn > 0 && qos == 0
 	pl := ingestPayloads()
 	pkt := len(mqttAppendPublish(nil, qos, 1, pl.variants[0]))
 	tsAt := pkt - len(pl.variants[0]) + pl.tsAt
@@ -360,6 +382,9 @@ func runLoad(conns []net.Conn, seq []int64, tsBase int64, qos byte, d time.Durat
 			for {
 				h, err := br.ReadByte()
 				if err != nil {
+					if !stop.Load() {
+						p.fail(true, fmt.Errorf("connection closed by the server: %w", err))
+					}
 					return
 				}
 				n, err := br.ReadByte()
@@ -380,7 +405,7 @@ func runLoad(conns []net.Conn, seq []int64, tsBase int64, qos byte, d time.Durat
 					err = fmt.Errorf("unexpected packet %#x", h)
 				}
 				if err != nil {
-					p.readErr = err
+					p.fail(true, err)
 					c.Close()
 					return
 				}
@@ -396,12 +421,27 @@ func runLoad(conns []net.Conn, seq []int64, tsBase int64, qos byte, d time.Durat
 			for j := range burst {
 				buf = mqttAppendPublish(buf, qos, 0, pl.variants[(i+j)%len(pl.variants)])
 			}
-			if qos == 0 {
+			if qos == 0 && !openLoop {
 				buf = append(buf, 0xc0, 0) // PINGREQ
 			}
 			var id uint16
+			// Paced connections start spread over one interval.
+			offset := time.Duration(float64(i) / float64(len(conns)) * float64(burst) / max(perConn, 1) * float64(time.Second))
 			for !stop.Load() {
+				if perConn > 0 {
+					due := res.start.Add(offset + time.Duration(float64(p.sent.Load())/perConn*float64(time.Second)))
+					if wait := time.Until(due); wait > 0 {
+						select {
+						case <-time.After(wait):
+						case <-stopCh:
+							return
+						}
+					}
+				}
 				n := 0
+				if openLoop {
+					n = burst
+				}
 			take:
 				for n < burst {
 					if n > 0 && qos > 0 {
@@ -435,11 +475,11 @@ func runLoad(conns []net.Conn, seq []int64, tsBase int64, qos byte, d time.Durat
 					}
 				}
 				out := buf[:n*pkt]
-				if qos == 0 {
+				if qos == 0 && !openLoop {
 					out = buf
 				}
 				if _, err := c.Write(out); err != nil {
-					p.writeErr = err
+					p.fail(false, err)
 					return
 				}
 				p.sent.Add(int64(n))
@@ -469,7 +509,7 @@ func runLoad(conns []net.Conn, seq []int64, tsBase int64, qos byte, d time.Durat
 			sent += p.sent.Load()
 			acked += p.acked.Load()
 		}
-		if acked == sent {
+		if acked == sent || openLoop {
 			break
 		}
 		if acked != last {
@@ -483,7 +523,7 @@ func runLoad(conns []net.Conn, seq []int64, tsBase int64, qos byte, d time.Durat
 		if t := time.Unix(0, p.lastAck.Load()); p.lastAck.Load() != 0 && t.After(res.lastAck) {
 			res.lastAck = t
 		}
-		if err := cmp.Or(p.writeErr, p.readErr); err != nil {
+		if err := p.failure(); err != nil {
 			res.failed++
 			if res.firstErr == nil {
 				res.firstErr = err
@@ -792,28 +832,32 @@ func benchServersWanted(name string) bool {
 func BenchmarkIngest(b *testing.B) {
 	raiseFileLimit(b)
 	// Device timestamps start a day ago, one millisecond apart per device
-	// (see ingestPayloads), and go on from one case to the next.
+	// (see ingestPayloads).
 	tsBase := time.Now().Add(-24 * time.Hour).UnixMilli()
+	// Each case gets a server of its own: zerotouch's store slows down as
+	// the database grows, which would make the second case pay for the
+	// first.
 	if benchServersWanted("zerotouch") {
 		b.Run("server=zerotouch", func(b *testing.B) {
-			s := startZerotouch(b, "")
-			names, tokens := provisionDevices(b, s.node, "ingest", *ingestDevices)
-			seq := make([]int64, len(names))
 			for _, qos := range ingestQoSLevels(b) {
-				b.Run(fmt.Sprintf("qos=%d", qos), func(b *testing.B) { ingestZerotouch(b, s, names, tokens, seq, tsBase, qos) })
+				b.Run(fmt.Sprintf("qos=%d", qos), func(b *testing.B) {
+					s := startZerotouch(b, "")
+					names, tokens := provisionDevices(b, s.node, "ingest", *ingestDevices)
+					ingestZerotouch(b, s, names, tokens, make([]int64, len(names)), tsBase, qos)
+				})
 			}
 		})
 	}
 	if benchServersWanted("mosquitto") {
 		b.Run("server=mosquitto", func(b *testing.B) {
-			s := startMosquitto(b)
 			names := make([]string, *ingestDevices)
 			for i := range names {
 				names[i] = fmt.Sprintf("ingest-%05d", i)
 			}
-			seq := make([]int64, len(names))
 			for _, qos := range ingestQoSLevels(b) {
-				b.Run(fmt.Sprintf("qos=%d", qos), func(b *testing.B) { ingestMosquitto(b, s, names, seq, tsBase, qos) })
+				b.Run(fmt.Sprintf("qos=%d", qos), func(b *testing.B) {
+					ingestMosquitto(b, startMosquitto(b), names, make([]int64, len(names)), tsBase, qos)
+				})
 			}
 		})
 	}
@@ -877,8 +921,29 @@ func ingestZerotouch(b *testing.B, s *benchServer, names, tokens []string, seq [
 	m0 := scrapeMetrics(b, s.node.baseURL)
 	srv0, gen0 := procCPU(s.pid()), selfCPU()
 	_, w0 := procIO(s.pid())
+	// A timeline, once a second: values taken in and still pending, and
+	// messages refused for overload.
+	var timeline strings.Builder
+	sampled := make(chan struct{})
+	stopSampling := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for i := 1; ; i++ {
+			select {
+			case <-t.C:
+			case <-stopSampling:
+				return
+			}
+			m := scrapeMetrics(b, s.node.baseURL)
+			fmt.Fprintf(&timeline, " %ds:%.0fk/%.0fk/%.0f", i, (m[values]-m0[values])/1000, m[pending]/1000, m[overloaded]-m0[overloaded])
+		}
+	}()
 	b.ResetTimer()
 	res := runLoad(conns, seq, tsBase, qos, *ingestDuration)
+	close(stopSampling)
+	<-sampled
 	// Stored: wait for every accepted value to be committed. The clock
 	// stops at the first scrape that shows nothing pending and the final
 	// count accepted.
@@ -921,13 +986,16 @@ func ingestZerotouch(b *testing.B, s *benchServer, names, tokens []string, seq [
 	b.ReportMetric(msgs/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(vals/elapsed.Seconds(), "values/s")
 	b.ReportMetric(float64(res.sent)/res.stop.Sub(res.start).Seconds(), "sent-msgs/s")
-	b.ReportMetric(float64(res.acked)/res.lastAck.Sub(res.start).Seconds(), "confirmed-msgs/s")
+	if res.acked > 0 {
+		b.ReportMetric(float64(res.acked)/res.lastAck.Sub(res.start).Seconds(), "confirmed-msgs/s")
+	}
 	b.ReportMetric(cpuShare(srvCPU, elapsed), "server-cpu-%")
 	b.ReportMetric(cpuShare(genCPU, elapsed), "loadgen-cpu-%")
 	b.ReportMetric(0, "ns/op")
 	b.Logf("zerotouch qos=%d: %d connections, load %v, stored after %v: sent %d, acked %d, accepted %v msgs (%v values, %v records committed, %d new rows), overloaded %v, rate-limited %v, %d connections ended early (%v); server CPU %v, load generator CPU %v; server wrote %.0f MiB to storage (%.0f bytes per value), %v commits",
 		qos, len(conns), res.stop.Sub(res.start).Round(time.Millisecond), elapsed.Round(time.Millisecond), res.sent, res.acked, msgs, vals, d(committed), rowsAfter-rowsBefore,
 		d(overloaded), d(limited), res.failed, res.firstErr, srvCPU, genCPU.Round(time.Millisecond), float64(w1-w0)/(1<<20), float64(w1-w0)/vals, d("zerotouch_telemetry_commits_total"))
+	b.Logf("zerotouch qos=%d timeline (values taken in / pending / messages refused for overload):%s", qos, timeline.String())
 }
 
 // storedRows counts the samples in zerotouch's telemetry database (-1 if
@@ -983,7 +1051,9 @@ func ingestMosquitto(b *testing.B, s *benchServer, names []string, seq []int64, 
 	b.ReportMetric(msgs*float64(ingestPayloads().values)/elapsed.Seconds(), "values/s")
 	b.ReportMetric(float64(res.sent)/res.stop.Sub(res.start).Seconds(), "sent-msgs/s")
 	b.ReportMetric(float64(received)/recvEnd.Sub(res.start).Seconds(), "subscriber-msgs/s")
-	b.ReportMetric(float64(res.acked)/res.lastAck.Sub(res.start).Seconds(), "confirmed-msgs/s")
+	if res.acked > 0 {
+		b.ReportMetric(float64(res.acked)/res.lastAck.Sub(res.start).Seconds(), "confirmed-msgs/s")
+	}
 	b.ReportMetric(cpuShare(srvCPU, elapsed), "server-cpu-%")
 	b.ReportMetric(cpuShare(genCPU, elapsed), "loadgen-cpu-%")
 	b.ReportMetric(0, "ns/op")

@@ -279,6 +279,10 @@ func (s *Server) Wait(ctx context.Context) error {
 // ends), then closes the store.
 func (s *Server) Close(ctx context.Context) error {
 	var errs []error
+	if s.devices != nil {
+		// RPC calls waiting for devices would hold the HTTP shutdown up.
+		s.devices.StopCalls()
+	}
 	if s.http != nil {
 		errs = append(errs, s.http.Shutdown(ctx))
 	}
@@ -286,7 +290,11 @@ func (s *Server) Close(ctx context.Context) error {
 		errs = append(errs, s.hub.Close())
 	}
 	if s.devices != nil { // after the hub: no more device messages
-		errs = append(errs, s.devices.Close(ctx))
+		// Its own budget: what devices sent and were told is stored must
+		// be committed even when ctx ran out waiting for HTTP requests.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		errs = append(errs, s.devices.Close(wctx))
+		cancel()
 	}
 	if s.tstore != nil {
 		errs = append(errs, s.tstore.Close())

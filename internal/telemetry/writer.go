@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,6 +72,12 @@ type Writer struct {
 	// waits for durable to reach the number current at its call.
 	seq, curSeq, durable uint64        // curSeq: the highest in cur
 	doneCh               chan struct{} // closed and replaced whenever durable advances
+	// attrSeq: the sequence number of each device's last queued attribute
+	// write, while it is not durable (see PendingAttributes).
+	attrSeq map[string]uint64
+	// gone: devices forgotten (deleted), whose records are dropped, and
+	// when; remembered for goneMemory.
+	gone map[string]time.Time
 
 	kick chan struct{} // a commit is wanted now (buffered, 1)
 	stop chan struct{}
@@ -102,6 +109,8 @@ func NewWriter(o WriterOptions) *Writer {
 		maxPend:  max(o.MaxPending, o.MaxBatch),
 		cur:      &Batch{},
 		states:   make(map[string]int),
+		attrSeq:  make(map[string]uint64),
+		gone:     make(map[string]time.Time),
 		doneCh:   make(chan struct{}),
 		kick:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
@@ -115,13 +124,75 @@ func NewWriter(o WriterOptions) *Writer {
 // ErrOverloaded when too much is waiting and ErrClosed after Close; the
 // samples are then not stored.
 func (w *Writer) AddSamples(s []Sample) error {
-	return w.add(len(s), func(b *Batch) { b.Samples = append(b.Samples, s...) })
+	return w.add(len(s), func(b *Batch) {
+		for _, x := range s {
+			if !w.isGone(x.DeviceID) {
+				b.Samples = append(b.Samples, x)
+			}
+		}
+	})
 }
 
 // AddAttributes queues attribute writes for the next commit, like
 // AddSamples.
 func (w *Writer) AddAttributes(a []AttributeWrite) error {
-	return w.add(len(a), func(b *Batch) { b.Attributes = append(b.Attributes, a...) })
+	return w.add(len(a), func(b *Batch) {
+		for _, x := range a {
+			if !w.isGone(x.DeviceID) {
+				b.Attributes = append(b.Attributes, x)
+				w.attrSeq[x.DeviceID] = w.seq + 1 // the number add gives this call
+			}
+		}
+	})
+}
+
+// PendingAttributes reports whether attribute writes of the device are
+// queued or being written: a read of its attributes must Flush first to
+// see them.
+func (w *Writer) PendingAttributes(deviceID string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.attrSeq[deviceID] > w.durable
+}
+
+// goneMemory is how long a forgotten device's late records are dropped:
+// far longer than any message can take to arrive.
+const goneMemory = 10 * time.Minute
+
+// Forget drops what is queued for a deleted device and whatever arrives
+// for it later (a message in flight, the end of its session). Records in
+// the batch being written are not recalled: Flush, then delete the
+// device's stored data.
+func (w *Writer) Forget(deviceID string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := time.Now()
+	for id, at := range w.gone {
+		if now.Sub(at) > goneMemory {
+			delete(w.gone, id)
+		}
+	}
+	w.gone[deviceID] = now
+	delete(w.attrSeq, deviceID)
+	b := w.cur
+	b.Samples = slices.DeleteFunc(b.Samples, func(x Sample) bool { return x.DeviceID == deviceID })
+	b.Attributes = slices.DeleteFunc(b.Attributes, func(x AttributeWrite) bool { return x.DeviceID == deviceID })
+	if _, ok := w.states[deviceID]; ok {
+		b.States = slices.DeleteFunc(b.States, func(x ConnState) bool { return x.DeviceID == deviceID })
+		clear(w.states)
+		for i, st := range b.States {
+			w.states[st.DeviceID] = i
+		}
+	}
+}
+
+// isGone reports whether deviceID was forgotten. Called with mu held.
+func (w *Writer) isGone(deviceID string) bool {
+	if len(w.gone) == 0 {
+		return false
+	}
+	_, ok := w.gone[deviceID]
+	return ok
 }
 
 // Touch records connection times for the next commit, merged with any
@@ -130,7 +201,7 @@ func (w *Writer) AddAttributes(a []AttributeWrite) error {
 func (w *Writer) Touch(st ConnState) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.closed {
+	if w.closed || w.isGone(st.DeviceID) {
 		return
 	}
 	w.seq++
@@ -201,6 +272,12 @@ func (w *Writer) Flush(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-w.exit:
+			w.mu.Lock()
+			done := w.durable >= target
+			w.mu.Unlock()
+			if done {
+				return nil
+			}
 			return ErrClosed
 		}
 	}
@@ -287,6 +364,13 @@ func (w *Writer) commitOnce() (empty bool) {
 	w.mu.Lock()
 	b := w.cur
 	if b.Len() == 0 {
+		// Records may have been dropped (Forget): what was numbered is
+		// settled all the same.
+		if w.durable < w.curSeq {
+			w.durable = w.curSeq
+			close(w.doneCh)
+			w.doneCh = make(chan struct{})
+		}
 		w.mu.Unlock()
 		return true
 	}
@@ -322,6 +406,11 @@ func (w *Writer) commitOnce() (empty bool) {
 		return false
 	}
 	w.durable = bSeq
+	for id, seq := range w.attrSeq {
+		if seq <= bSeq {
+			delete(w.attrSeq, id)
+		}
+	}
 	close(w.doneCh)
 	w.doneCh = make(chan struct{})
 	return w.cur.Len() == 0

@@ -10,8 +10,9 @@ import (
 )
 
 // NewTelemetryStore opens an empty SQLite telemetry store in the test's
-// temporary directory and closes it when the test ends (after everything
-// the test built on it). log may be nil (discarded).
+// temporary directory and closes it when the test ends, after everything
+// the test built on it (cleanups run last-registered first). log may be nil
+// (discarded).
 func NewTelemetryStore(t testing.TB, log *slog.Logger) *sqlite.TelemetryStore {
 	t.Helper()
 	if log == nil {

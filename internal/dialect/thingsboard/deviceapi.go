@@ -337,16 +337,13 @@ func EncodeAttributeResponse(client, shared []telemetry.Attribute) ([]byte, erro
 }
 
 // EncodeAttributeUpdate encodes the shared-attribute push ThingsBoard
-// publishes on AttributesTopic (and returns from the HTTP long poll
-// GET /api/v1/{token}/attributes/updates): the changed attributes as one
+// publishes on AttributesTopic: the changed attributes as one
 // flat object, and the deleted keys, if any, as a "deleted" array in the
 // same object:
 //
 //	{"targetTemperature":26,"deleted":["oldSetting"]}
 //
-// (JsonConverter.toJson(AttributeUpdateNotificationMsg); ThingsBoard's new
-// HTTP documentation shows {"shared":{...}} for the long poll, but its
-// code writes this flat object on both transports.) ThingsBoard itself
+// (JsonConverter.toJson(AttributeUpdateNotificationMsg).) ThingsBoard itself
 // sends updates and deletions in separate pushes; the combined shape is
 // what its converter writes when given both. When there are deletions, a
 // changed attribute named "deleted" is left out, since the list takes that
@@ -418,32 +415,12 @@ func EncodeRPCRequest(method string, params json.RawMessage) ([]byte, error) {
 	return appendRPCRequest(make([]byte, 0, 32+len(method)+len(params)), method, params)
 }
 
-// EncodeHTTPRPCRequest encodes a server-side RPC command as ThingsBoard
-// returns it from the HTTP long poll GET /api/v1/{token}/rpc, with the
-// request id the device answers to at POST /api/v1/{token}/rpc/{id}
-// (JsonConverter.toJson(msg, true)):
-//
-//	{"id":1,"method":"setGpio","params":{"pin":4}}
-//
-// params and failures are as in EncodeRPCRequest.
-func EncodeHTTPRPCRequest(id int, method string, params json.RawMessage) ([]byte, error) {
-	b := make([]byte, 0, 40+len(method)+len(params))
-	b = append(b, `{"id":`...)
-	b = strconv.AppendInt(b, int64(id), 10)
-	b = append(b, ',')
-	return appendRPCRequest(b, method, params)
-}
-
-// appendRPCRequest writes "method" and "params" and closes the object; b
-// holds '{' and the members before them, or nothing.
+// appendRPCRequest writes the request object into b.
 func appendRPCRequest(b []byte, method string, params json.RawMessage) ([]byte, error) {
 	if method == "" {
 		return nil, errors.New("thingsboard: an RPC request needs a method")
 	}
-	if len(b) == 0 {
-		b = append(b, '{')
-	}
-	b = append(b, `"method":`...)
+	b = append(b, `{"method":`...)
 	b = appendString(b, method)
 	b = append(b, `,"params":`...)
 	params = bytes.TrimSpace(params)
@@ -462,7 +439,7 @@ func appendRPCRequest(b []byte, method string, params json.RawMessage) ([]byte, 
 }
 
 // DecodeRPCResponse reads a device's answer to a server-side RPC command,
-// published on RPCResponsePrefix+id or POSTed to /api/v1/{token}/rpc/{id}.
+// published on RPCResponsePrefix+id.
 // A JSON value of any type is returned compacted.
 //
 // ThingsBoard's transports pass the payload on as an opaque string, and

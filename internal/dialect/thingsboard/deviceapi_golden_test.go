@@ -165,8 +165,6 @@ func TestDeviceAPIEncodeGolden(t *testing.T) {
 		"encode-rpc-request":                    must(EncodeRPCRequest("setGpio", json.RawMessage(`{ "pin": 4, "value": 1 }`))),
 		"encode-rpc-request-no-params":          must(EncodeRPCRequest("reboot", nil)),
 		"encode-rpc-request-scalar-params":      must(EncodeRPCRequest("setBrightness", json.RawMessage(`80`))),
-		"encode-http-rpc-request":               must(EncodeHTTPRPCRequest(1, "setGpio", json.RawMessage(`{"pin":4,"value":1}`))),
-		"encode-http-rpc-request-no-params":     must(EncodeHTTPRPCRequest(2, "getState", nil)),
 	}
 	for name, got := range cases {
 		t.Run(name, func(t *testing.T) {

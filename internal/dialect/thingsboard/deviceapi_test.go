@@ -512,17 +512,6 @@ func TestEncodeRPCRequest(t *testing.T) {
 			t.Errorf("EncodeRPCRequest(%q, %q) = %s, want an error", tt.method, tt.params, got)
 		}
 	}
-	got, err := EncodeHTTPRPCRequest(12, "setGpio", json.RawMessage(`{"pin":4}`))
-	if want := `{"id":12,"method":"setGpio","params":{"pin":4}}`; err != nil || string(got) != want {
-		t.Errorf("EncodeHTTPRPCRequest = %s, %v; want %s", got, err, want)
-	}
-	got, err = EncodeHTTPRPCRequest(0, "x", nil)
-	if want := `{"id":0,"method":"x","params":null}`; err != nil || string(got) != want {
-		t.Errorf("EncodeHTTPRPCRequest = %s, %v; want %s", got, err, want)
-	}
-	if _, err := EncodeHTTPRPCRequest(1, "", nil); err == nil {
-		t.Error("EncodeHTTPRPCRequest accepted an empty method")
-	}
 }
 
 // TestEncodeValues: every kind is written so that it reads back as the

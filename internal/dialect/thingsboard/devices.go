@@ -230,6 +230,7 @@ func (a *DeviceAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (a *DeviceAPI) httpError(w http.ResponseWriter, err error) {
 	status := http.StatusInternalServerError
+	var throttled *device.ThrottledError
 	switch {
 	case errors.Is(err, device.ErrUnauthenticated):
 		status = http.StatusUnauthorized
@@ -237,6 +238,9 @@ func (a *DeviceAPI) httpError(w http.ResponseWriter, err error) {
 		status = http.StatusBadRequest
 	case errors.Is(err, device.ErrTooLarge):
 		status = http.StatusRequestEntityTooLarge
+	case errors.As(err, &throttled):
+		status = http.StatusTooManyRequests
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(throttled.RetryAfter.Seconds()+0.999))))
 	case errors.Is(err, device.ErrRateLimited):
 		status = http.StatusTooManyRequests
 		w.Header().Set("Retry-After", "1")

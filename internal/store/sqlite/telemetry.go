@@ -7,11 +7,21 @@ package sqlite
 //
 // Layout (migrations/telemetry/0001_init.sql says why in detail):
 //
-//	ts_series   (id, device_id, key, min_ts)        one row per series
-//	ts_samples  (series_id, ts, kind, v)            WITHOUT ROWID, PK (series_id, ts)
-//	ts_latest   (series_id, ts, kind, v)            the highest-ts sample per series
+//	ts_series   (id, device_id, key, min_ts, flushed_ts)  one row per series
+//	ts_samples  (series_id, ts, kind, v)  WITHOUT ROWID, PK (series_id, ts)
+//	ts_recent   (series_id, ts, kind, v)  the same, a small staging area
+//	ts_latest   (series_id, ts, kind, v)  the highest-ts sample per series
 //	attributes  (device_id, scope, key, kind, v, updated_at)
 //	conn_states (device_id, last_connect, last_disconnect, last_activity)
+//
+// New samples go to ts_recent; once it holds compactRows rows, writes move
+// it into ts_samples a range of series at a time (telemetry_write.go,
+// compactSome). Reads take the union of both tables, which never hold the
+// same (series, ts). The point is write amplification: SQLite's WAL writes
+// whole pages, and a table clustered by series gets one page dirtied per
+// series a commit touches, 4 KiB per sample once the table is large; the
+// small ts_recent bounds that, and a compaction writes each series' page
+// of ts_samples once for many samples.
 //
 // Writes go through one writer connection, one call at a time (batching
 // happens upstream, in telemetry.Writer, so there is no group commit here);
@@ -27,7 +37,6 @@ import (
 	"log/slog"
 	"math"
 	"net/url"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -107,24 +116,12 @@ func OpenTelemetry(ctx context.Context, path string, opts TelemetryOptions) (*Te
 
 	// The same settings as the registry's writer (see Open): WAL, a commit
 	// is fsynced before it returns, the write lock taken at BEGIN.
-	pr := []string{"busy_timeout(" + strconv.Itoa(busyTimeoutMS) + ")"}
-	if v := os.Getenv("XPS"); v != "" {
-		pr = append(pr, "page_size("+v+")")
-	}
-	if v := os.Getenv("XCS"); v != "" {
-		pr = append(pr, "cache_size("+v+")")
-	}
-	if v := os.Getenv("XWA"); v != "" {
-		pr = append(pr, "wal_autocheckpoint("+v+")")
-	}
-	if v := os.Getenv("XMM"); v != "" {
-		pr = append(pr, "mmap_size("+v+")")
-	}
 	wdb, err := sql.Open("sqlite", dsn(abs, url.Values{
-		"_pragma": append(pr,
+		"_pragma": {
+			"busy_timeout(" + strconv.Itoa(busyTimeoutMS) + ")",
 			"journal_mode(WAL)",
 			"synchronous(FULL)",
-		),
+		},
 		"_txlock": {"immediate"},
 	}))
 	if err != nil {
@@ -280,6 +277,12 @@ func kindName(kind int64) string {
 		return "boolean"
 	case dbLong:
 		return "long"
+	case dbDouble:
+		return "double"
+	case dbString:
+		return "string"
+	case dbJSON:
+		return "json"
 	}
 	return "kind " + strconv.FormatInt(kind, 10)
 }

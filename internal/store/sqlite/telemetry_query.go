@@ -219,10 +219,11 @@ func (s *TelemetryStore) Query(ctx context.Context, q telemetry.Query) ([]teleme
 	return out, nil
 }
 
-// Aggregation is done by SQLite, one GROUP BY per key over the key's range
-// of the primary key. A value is numeric when its kind is long (2) or
-// double (3); hasDouble tells whether a bucket's min, max or sum must be a
-// double.
+// Aggregation is done by SQLite, one GROUP BY per key over the key's
+// ranges of ts_samples and ts_recent (bucket numbers are (ts-From)/Interval,
+// never negative, and cannot overflow: To-From is checked). A value is
+// numeric when its kind is long (2) or double (3); hasDouble tells whether a
+// bucket's min, max or sum must be a double.
 //
 // Sums of longs are computed exactly and without SQLite's "integer
 // overflow" error: as the sums of the high and the low 32 bits of each

@@ -721,6 +721,12 @@ func (s *TelemetryStore) DeleteAttributes(ctx context.Context, deviceID string, 
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
+	if len(keys) == 0 {
+		if s.closed.Load() {
+			return nil, fmt.Errorf("%s: %w", op, telemetry.ErrClosed)
+		}
+		return nil, ctx.Err()
+	}
 	var deleted []string
 	err = s.inWriteTx(ctx, op, func(tx *sql.Tx) (func(), error) {
 		deleted = deleted[:0]
@@ -755,17 +761,18 @@ func (s *TelemetryStore) DeleteAttributes(ctx context.Context, deviceID string, 
 	return deleted, nil
 }
 
-// DeleteBefore deletes up to max samples with TS < cutoff, oldest series
+// DeleteBefore deletes up to limit samples with TS < cutoff, oldest series
 // first, and returns how many it deleted. It never touches latest values,
-// attributes or connection times.
+// attributes or connection times. A limit below 1 is ErrInvalid: retention
+// calls until fewer than limit come back, which would never happen.
 //
 // It finds the series holding old samples by their min_ts (indexed) and
 // deletes a range of each one's primary key, so its cost follows what it
 // deletes, not the size of the database.
-func (s *TelemetryStore) DeleteBefore(ctx context.Context, cutoff int64, max int) (int64, error) {
+func (s *TelemetryStore) DeleteBefore(ctx context.Context, cutoff int64, limit int) (int64, error) {
 	const op = "delete old samples"
-	if max <= 0 {
-		return 0, fmt.Errorf("%s: %w limit %d: must be positive", op, telemetry.ErrInvalid, max)
+	if limit <= 0 {
+		return 0, fmt.Errorf("%s: %w limit %d: must be positive", op, telemetry.ErrInvalid, limit)
 	}
 	var deleted int64
 	err := s.inWriteTx(ctx, op, func(tx *sql.Tx) (func(), error) {
@@ -776,7 +783,7 @@ func (s *TelemetryStore) DeleteBefore(ctx context.Context, cutoff int64, max int
 		}
 		var updates []cacheUpdate
 		var recentDeleted int64
-		for remaining := int64(max); remaining > 0; {
+		for remaining := int64(limit); remaining > 0; {
 			type old struct {
 				id          int64
 				device, key string
@@ -843,6 +850,11 @@ func (s *TelemetryStore) DeleteBefore(ctx context.Context, cutoff int64, max int
 				if minTS.Valid {
 					info.minTS = minTS.Int64
 				}
+				if remaining > 0 && info.minTS < cutoff {
+					// Every old sample of the series should be gone: the
+					// next round would pick it again, for ever.
+					return nil, fmt.Errorf("delete samples: series %d still has samples before %d", o.id, cutoff)
+				}
 				updates = append(updates, cacheUpdate{seriesRef{o.device, o.key}, info})
 			}
 		}
@@ -852,7 +864,7 @@ func (s *TelemetryStore) DeleteBefore(ctx context.Context, cutoff int64, max int
 			for _, u := range updates {
 				s.series.setMin(u.ref.device, u.ref.key, u.info.minTS)
 			}
-			s.recentRows -= recentDeleted
+			s.recentRows = max(0, s.recentRows-recentDeleted)
 		}, nil
 	})
 	if err != nil {
@@ -889,7 +901,7 @@ func (s *TelemetryStore) DeleteDevice(ctx context.Context, deviceID string) erro
 		}
 		return func() {
 			s.series.dropDevice(deviceID)
-			s.recentRows -= recentDeleted
+			s.recentRows = max(0, s.recentRows-recentDeleted)
 		}, nil
 	})
 }
