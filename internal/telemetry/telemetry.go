@@ -83,6 +83,10 @@ func JSON(raw []byte) (Value, error) {
 	if len(raw) == 0 || (raw[0] != '{' && raw[0] != '[') {
 		return Value{}, errors.New("a JSON value must be an object or an array")
 	}
+	// encoding/json lets invalid UTF-8 inside strings through.
+	if !utf8.Valid(raw) {
+		return Value{}, errors.New("a JSON value must be valid UTF-8")
+	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, raw); err != nil {
 		return Value{}, fmt.Errorf("invalid JSON: %w", err)
@@ -152,7 +156,7 @@ func (v Value) Valid() error {
 		}
 		return nil
 	case KindJSON:
-		if !json.Valid([]byte(v.Text)) || (v.Text[0] != '{' && v.Text[0] != '[') {
+		if !utf8.ValidString(v.Text) || !json.Valid([]byte(v.Text)) || (v.Text[0] != '{' && v.Text[0] != '[') {
 			return errors.New("a JSON value must be a valid object or array")
 		}
 		return nil

@@ -236,3 +236,17 @@ func TestWriterCloseCommitsTheRest(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+// TestValueRefusesInvalidUTF8InJSON: encoding/json does not check the
+// UTF-8 of strings inside a JSON text; a stored JSON value must be valid.
+func TestValueRefusesInvalidUTF8InJSON(t *testing.T) {
+	if _, err := telemetry.JSON([]byte("{\"a\":\"\xff\"}")); err == nil {
+		t.Error("JSON accepted invalid UTF-8")
+	}
+	if err := (telemetry.Value{Kind: telemetry.KindJSON, Text: "[\"\xff\"]"}).Valid(); err == nil {
+		t.Error("Valid accepted invalid UTF-8")
+	}
+	if _, err := telemetry.ParseJSON([]byte(`{"a":"é"}`)); err != nil {
+		t.Errorf("valid UTF-8 refused: %v", err)
+	}
+}
