@@ -5,9 +5,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
-	"unicode"
 
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/telemetry"
@@ -118,8 +116,9 @@ func (s *server) setAttributes(w http.ResponseWriter, r *http.Request, key *regi
 	}
 	values := make(map[string]telemetry.Value, len(raw))
 	for k, v := range raw {
-		if strings.TrimSpace(k) == "" || len(k) > maxKeyLen || strings.ContainsFunc(k, unicode.IsControl) {
-			return badRequest("attribute keys must be 1 to %d bytes long, not blank, without control characters; %.40q is not", maxKeyLen, k)
+		// The API bounds keys in bytes, within the common rule.
+		if len(k) > telemetry.MaxKeyLength || telemetry.CheckKey(k, 0) != nil {
+			return badRequest("attribute keys must be 1 to %d bytes long, not blank, without control characters; %.40q is not", telemetry.MaxKeyLength, k)
 		}
 		val, err := telemetry.ParseJSON(v)
 		if err != nil {

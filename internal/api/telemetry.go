@@ -344,8 +344,8 @@ func queryKeys(q url.Values) ([]string, error) {
 			if k == "" || seen[k] {
 				continue
 			}
-			if len(k) > maxKeyLen {
-				return nil, badRequest("query parameter keys: key %.40q... is longer than %d bytes", k, maxKeyLen)
+			if len(k) > telemetry.MaxKeyLength {
+				return nil, badRequest("query parameter keys: key %.40q... is longer than %d bytes", k, telemetry.MaxKeyLength)
 			}
 			seen[k] = true
 			keys = append(keys, k)
@@ -353,9 +353,6 @@ func queryKeys(q url.Values) ([]string, error) {
 	}
 	return keys, nil
 }
-
-// maxKeyLen bounds a telemetry or attribute key.
-const maxKeyLen = 255
 
 // queryTime reads a time parameter: Unix milliseconds, or RFC 3339.
 func queryTime(name, v string) (time.Time, error) {

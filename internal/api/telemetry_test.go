@@ -363,7 +363,7 @@ func TestQueryTelemetryValidation(t *testing.T) {
 		{"limit with agg", "agg=avg&interval=1h&limit=5", "limit and order"},
 		{"order with agg", "agg=avg&interval=1h&order=asc", "limit and order"},
 		{"too many keys", "keys=" + strings.Join(manyKeys, ","), "at most 100"},
-		{"key too long", "keys=" + strings.Repeat("k", maxKeyLen+1), "longer than 255"},
+		{"key too long", "keys=" + strings.Repeat("k", telemetry.MaxKeyLength+1), "longer than 255"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -18,7 +18,8 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"time"
+	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -407,5 +408,25 @@ type Store interface {
 	Close() error
 }
 
-// Millis converts a time to Unix milliseconds.
-func Millis(t time.Time) int64 { return t.UnixMilli() }
+// MaxKeyLength is the longest key, in characters (ThingsBoard's limit).
+const MaxKeyLength = 255
+
+// CheckKey applies the rule every telemetry and attribute key follows,
+// whoever writes it: not blank, no control character, at most maxLen
+// characters (MaxKeyLength when maxLen is 0).
+func CheckKey(key string, maxLen int) error {
+	if maxLen <= 0 {
+		maxLen = MaxKeyLength
+	}
+	switch {
+	case key == "":
+		return errors.New("a key must not be empty")
+	case strings.ContainsFunc(key, unicode.IsControl):
+		return fmt.Errorf("key %.40q contains a control character", key)
+	case strings.TrimSpace(key) == "":
+		return fmt.Errorf("key %q is blank", key)
+	case len(key) > maxLen && utf8.RuneCountInString(key) > maxLen:
+		return fmt.Errorf("key %.40q… is longer than %d characters", key, maxLen)
+	}
+	return nil
+}

@@ -56,7 +56,7 @@ const (
 	DefaultMaxKeys = 1000
 	// DefaultMaxKeyLength is ThingsBoard's key length limit ("Validation
 	// error: key length must be equal or less than 255", KvUtils.validate).
-	DefaultMaxKeyLength = 255
+	DefaultMaxKeyLength = telemetry.MaxKeyLength
 )
 
 // maxValueDepth bounds how deeply a JSON value (an object or array stored
@@ -857,19 +857,8 @@ func (p *parser) endScope(scope int) {
 // keys with control characters, which no dashboard can show and some
 // stores cannot keep (PostgreSQL text has no NUL).
 func (p *parser) checkKey(key string) error {
-	if key == "" {
-		return badPayload("a key must not be empty")
-	}
-	for i := 0; i < len(key); i++ {
-		if c := key[i]; c < 0x20 || c == 0x7f {
-			return badPayload("key %.40q contains a control character", key)
-		}
-	}
-	if strings.TrimSpace(key) == "" {
-		return badPayload("key %q is blank", key)
-	}
-	if len(key) > p.lim.MaxKeyLength && utf8.RuneCountInString(key) > p.lim.MaxKeyLength {
-		return badPayload("key %.40q… is longer than %d characters", key, p.lim.MaxKeyLength)
+	if err := telemetry.CheckKey(key, p.lim.MaxKeyLength); err != nil {
+		return badPayload("%v", err)
 	}
 	return nil
 }
