@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -50,7 +51,7 @@ func checkTable(t *testing.T, what, out string, want [][]string) {
 func TestTelemetryCommands(t *testing.T) {
 	c, id := newCLIDevice(t)
 	minute := int64(60_000)
-	if err := c.srv.Devices.Ingest(id, []telemetry.Sample{
+	if err := c.srv.Devices.Ingest(context.Background(), id, []telemetry.Sample{
 		{Key: "temp", TS: t0, Value: telemetry.Long(20)},
 		{Key: "temp", TS: t0 + minute, Value: telemetry.Double(21)},
 		{Key: "temp", TS: t0 + 6*minute, Value: telemetry.Long(25)},

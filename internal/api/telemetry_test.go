@@ -111,7 +111,7 @@ func (e *env) newDevice(name string) CreatedDevice {
 // ingest stores samples of a device through the device service.
 func (e *env) ingest(deviceID string, samples ...telemetry.Sample) {
 	e.t.Helper()
-	if err := e.devices.Ingest(deviceID, samples); err != nil {
+	if err := e.devices.Ingest(context.Background(), deviceID, samples); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -443,7 +443,7 @@ func TestAttributes(t *testing.T) {
 	tr := newFakeTransport(e.devices)
 	tr.setOnline(d.ID, true)
 	attrs := "/api/devices/" + d.ID + "/attributes"
-	if err := e.devices.ReportAttributes(d.ID, []telemetry.Attribute{{Key: "model", Value: telemetry.String("x1")}}); err != nil {
+	if err := e.devices.ReportAttributes(context.Background(), d.ID, []telemetry.Attribute{{Key: "model", Value: telemetry.String("x1")}}); err != nil {
 		t.Fatal(err)
 	}
 

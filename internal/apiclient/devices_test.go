@@ -36,7 +36,7 @@ func TestDeviceMethods(t *testing.T) {
 	devs.Connect(d.ID)
 	devs.Answer("getTemp", json.RawMessage(`{"temp":21.5}`))
 	now := time.Now().Truncate(time.Millisecond)
-	if err := srv.Devices.Ingest(d.ID, []telemetry.Sample{
+	if err := srv.Devices.Ingest(context.Background(), d.ID, []telemetry.Sample{
 		{Key: "temp", TS: now.Add(-2 * time.Minute).UnixMilli(), Value: telemetry.Double(20)},
 		{Key: "temp", TS: now.Add(-time.Minute).UnixMilli(), Value: telemetry.Long(22)},
 	}); err != nil {

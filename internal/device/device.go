@@ -383,10 +383,11 @@ func (s *Service) Refused(err error) error {
 	return err
 }
 
-// Ingest queues a device's samples (DeviceID is set here) for storage. It
-// returns ErrTooManyKeys or ErrOverloaded when they must be refused; then
-// nothing of the message is stored.
-func (s *Service) Ingest(deviceID string, samples []telemetry.Sample) error {
+// Ingest queues a device's samples (DeviceID is set here) for storage,
+// waiting (until ctx ends, at most a few seconds) while the store is
+// behind. It returns ErrTooManyKeys or ErrOverloaded when they must be
+// refused; then nothing of the message is stored.
+func (s *Service) Ingest(ctx context.Context, deviceID string, samples []telemetry.Sample) error {
 	if len(samples) > s.limits.MaxKeys {
 		s.count(ResultTooManyKeys)
 		return fmt.Errorf("%w: %d values, at most %d", ErrTooManyKeys, len(samples), s.limits.MaxKeys)
@@ -394,7 +395,7 @@ func (s *Service) Ingest(deviceID string, samples []telemetry.Sample) error {
 	for i := range samples {
 		samples[i].DeviceID = deviceID
 	}
-	if err := s.writer.AddSamples(samples); err != nil {
+	if err := s.writer.AddSamples(ctx, samples); err != nil {
 		s.count(ResultOverloaded)
 		return err
 	}
@@ -405,7 +406,7 @@ func (s *Service) Ingest(deviceID string, samples []telemetry.Sample) error {
 
 // ReportAttributes queues client attributes the device reports, stamped
 // with the current time, like Ingest.
-func (s *Service) ReportAttributes(deviceID string, attrs []telemetry.Attribute) error {
+func (s *Service) ReportAttributes(ctx context.Context, deviceID string, attrs []telemetry.Attribute) error {
 	if len(attrs) > s.limits.MaxKeys {
 		s.count(ResultTooManyKeys)
 		return fmt.Errorf("%w: %d attributes, at most %d", ErrTooManyKeys, len(attrs), s.limits.MaxKeys)
@@ -416,7 +417,7 @@ func (s *Service) ReportAttributes(deviceID string, attrs []telemetry.Attribute)
 		a.UpdatedAt = now
 		writes[i] = telemetry.AttributeWrite{DeviceID: deviceID, Scope: telemetry.ScopeClient, Attribute: a}
 	}
-	if err := s.writer.AddAttributes(writes); err != nil {
+	if err := s.writer.AddAttributes(ctx, writes); err != nil {
 		s.count(ResultOverloaded)
 		return err
 	}

@@ -130,11 +130,11 @@ func TestAdmitRateAndSize(t *testing.T) {
 func TestIngest(t *testing.T) {
 	svc, _, _, _ := newService(t, nil)
 	ok := []telemetry.Sample{{Key: "t", TS: 1, Value: telemetry.Long(20)}, {Key: "h", TS: 1, Value: telemetry.Double(0.5)}}
-	if err := svc.Ingest("dev", ok); err != nil {
+	if err := svc.Ingest(context.Background(), "dev", ok); err != nil {
 		t.Fatal(err)
 	}
 	three := append(ok, telemetry.Sample{Key: "x", TS: 1, Value: telemetry.Bool(true)})
-	if err := svc.Ingest("dev", three); !errors.Is(err, device.ErrTooManyKeys) {
+	if err := svc.Ingest(context.Background(), "dev", three); !errors.Is(err, device.ErrTooManyKeys) {
 		t.Fatalf("3 keys with a limit of 2: %v", err)
 	}
 	got, err := svc.Latest(t.Context(), "dev", nil)
@@ -155,7 +155,7 @@ func TestIngest(t *testing.T) {
 func TestAttributes(t *testing.T) {
 	svc, tr, _, _ := newService(t, nil)
 	ctx := t.Context()
-	if err := svc.ReportAttributes("dev", []telemetry.Attribute{{Key: "fw", Value: telemetry.String("1.0")}}); err != nil {
+	if err := svc.ReportAttributes(context.Background(), "dev", []telemetry.Attribute{{Key: "fw", Value: telemetry.String("1.0")}}); err != nil {
 		t.Fatal(err)
 	}
 	n, err := svc.SetAttributes(ctx, "dev", telemetry.ScopeShared, map[string]telemetry.Value{"target": telemetry.Long(24), "mode": telemetry.String("eco")})
@@ -285,14 +285,14 @@ func TestForgetDropsLateWrites(t *testing.T) {
 	svc, _, _, st := newService(t, nil)
 	ctx := t.Context()
 	svc.Connected("gone")
-	svc.Ingest("gone", []telemetry.Sample{{Key: "t", TS: 1, Value: telemetry.Long(1)}})
-	svc.ReportAttributes("gone", []telemetry.Attribute{{Key: "fw", Value: telemetry.String("1")}})
-	svc.Ingest("kept", []telemetry.Sample{{Key: "t", TS: 1, Value: telemetry.Long(2)}})
+	svc.Ingest(context.Background(), "gone", []telemetry.Sample{{Key: "t", TS: 1, Value: telemetry.Long(1)}})
+	svc.ReportAttributes(context.Background(), "gone", []telemetry.Attribute{{Key: "fw", Value: telemetry.String("1")}})
+	svc.Ingest(context.Background(), "kept", []telemetry.Sample{{Key: "t", TS: 1, Value: telemetry.Long(2)}})
 	if err := svc.Forget(ctx, "gone"); err != nil {
 		t.Fatal(err)
 	}
 	svc.Disconnected("gone")
-	svc.Ingest("gone", []telemetry.Sample{{Key: "late", TS: 2, Value: telemetry.Long(3)}})
+	svc.Ingest(context.Background(), "gone", []telemetry.Sample{{Key: "late", TS: 2, Value: telemetry.Long(3)}})
 	if _, err := svc.Latest(ctx, "kept", nil); err != nil { // commits what is queued
 		t.Fatal(err)
 	}

@@ -225,6 +225,8 @@ func registerDeviceMetrics(m *metrics.Metrics, d *device.Service) {
 		func(string) float64 { return float64(w.Committed()) })
 	m.CounterFunc("zerotouch_telemetry_commit_failures_total", "Telemetry commits that failed (and were retried or dropped).", "", nil,
 		func(string) float64 { return float64(w.Failures()) })
+	m.CounterFunc("zerotouch_telemetry_ingest_waits_total", "Device messages that waited for the store to catch up (back-pressure).", "", nil,
+		func(string) float64 { return float64(w.Waits()) })
 	m.GaugeFunc("zerotouch_telemetry_pending_records", "Records accepted but not yet committed.", func() float64 { return float64(w.Pending()) })
 	m.CounterFunc("zerotouch_telemetry_retention_deleted_total", "Time-series values deleted by retention.", "", nil,
 		func(string) float64 { return float64(d.RetentionDeleted()) })

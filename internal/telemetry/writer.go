@@ -15,23 +15,39 @@ import (
 //
 // Devices send telemetry every few seconds, thousands of them: one durable
 // commit per message would cap ingestion at a few hundred messages per
-// second (one fsync each). The Writer collects what arrives during one
-// window (WriterOptions.Interval) and writes it as one Batch, in one
-// transaction. A message is acknowledged once it is in the Writer's memory,
-// so a crash loses what arrived since the last commit: at most one window,
-// plus the batch being written at that moment. Operator writes do not go
-// through the Writer; they are durable when their call returns.
+// second (one fsync each). The Writer collects what arrives and writes it
+// in batches, one transaction each: every window (WriterOptions.Interval)
+// when devices are few, back to back — each batch holding what arrived
+// while the previous one was written, at most MaxBatch records — when they
+// are many. A message is acknowledged once it is in the Writer's memory,
+// so a crash loses what was acknowledged and not yet committed: at most one
+// window, plus the batches being written. Operator writes do not go through
+// the Writer; they are durable when their call returns.
+//
+// Back-pressure. When the store falls behind, the backlog is what a crash
+// would lose, and memory. Past SoftPending waiting records an Add waits
+// (at most MaxWait, or until its context ends) for a commit to make room:
+// a device sending faster than the store writes is slowed down, through
+// its own connection, instead of refused. Only past MaxPending — the store
+// failing, or stalled for longer than MaxWait — is a message refused with
+// ErrOverloaded.
 
 // Writer defaults.
 const (
 	DefaultInterval = 500 * time.Millisecond
-	// DefaultMaxBatch starts a commit before the window ends once this
-	// many records are waiting, so that one transaction stays short.
+	// DefaultMaxBatch caps one transaction, so that each commit stays
+	// short and room is made in steps.
 	DefaultMaxBatch = 20_000
+	// DefaultSoftPending: past this many waiting records, Add waits for
+	// room (five full batches: about a second of ingestion at 100,000
+	// values/s).
+	DefaultSoftPending = 5 * DefaultMaxBatch
 	// DefaultMaxPending is how many records may wait (being written or
 	// queued) before Add refuses more with ErrOverloaded: about ten
 	// seconds of ingestion at 100,000 values/s, a few tens of MiB.
 	DefaultMaxPending = 1_000_000
+	// DefaultMaxWait bounds how long one Add waits for room.
+	DefaultMaxWait = 5 * time.Second
 )
 
 // ErrOverloaded: the store does not keep up (or is failing), and the
@@ -39,18 +55,30 @@ const (
 // that the device retries later.
 var ErrOverloaded = errors.New("telemetry ingestion overloaded: too many values waiting to be stored")
 
-// WriterOptions configures a Writer. Store is required.
+// WriterOptions configures a Writer. Store is required; zero values take
+// the defaults above.
 type WriterOptions struct {
 	Store Store
-	// Interval is the batch window (DefaultInterval when 0): the most
+	// Interval is the batch window when ingestion is light: the most
 	// telemetry a crash can lose.
 	Interval time.Duration
-	// MaxBatch triggers a commit before the window ends (DefaultMaxBatch
-	// when 0).
+	// MaxBatch caps the records of one commit; reaching it starts a
+	// commit before the window ends.
 	MaxBatch int
-	// MaxPending bounds the records waiting (DefaultMaxPending when 0).
+	// SoftPending: past this many waiting records Add waits for room.
+	SoftPending int
+	// MaxPending: past this many Add refuses with ErrOverloaded.
 	MaxPending int
-	Logger     *slog.Logger
+	// MaxWait bounds the wait of one Add.
+	MaxWait time.Duration
+	Logger  *slog.Logger
+}
+
+// sealedBatch is a batch closed to new records, waiting for (or in) its
+// commit; seq is the highest sequence number it settles.
+type sealedBatch struct {
+	b   *Batch
+	seq uint64
 }
 
 // Writer batches ingestion into durable commits. Its methods are safe for
@@ -60,18 +88,25 @@ type Writer struct {
 	log      *slog.Logger
 	interval time.Duration
 	maxBatch int
+	softPend int
 	maxPend  int
+	maxWait  time.Duration
 
-	mu       sync.Mutex
-	cur      *Batch
-	states   map[string]int // device → index in cur.States, to merge touches
-	inFlight int            // records in the batch being written
-	closed   bool
+	mu     sync.Mutex
+	cur    *Batch         // open: Adds go here
+	states map[string]int // device → index in cur.States, to merge touches
+	// sealed are committed in order; sealed[0] is the one being written
+	// while writing is true. A failed commit stays at the head and is
+	// retried, so order (which decides the latest attribute values) holds.
+	sealed  []sealedBatch
+	writing bool
+	queued  int // records in sealed
+	closed  bool
 	// Every Add and Touch takes the next sequence number; durable is the
 	// highest one whose records are committed (or given up), so Flush
 	// waits for durable to reach the number current at its call.
-	seq, curSeq, durable uint64        // curSeq: the highest in cur
-	doneCh               chan struct{} // closed and replaced whenever durable advances
+	seq, durable uint64
+	doneCh       chan struct{} // closed and replaced whenever durable advances
 	// attrSeq: the sequence number of each device's last queued attribute
 	// write, while it is not durable (see PendingAttributes).
 	attrSeq map[string]uint64
@@ -83,8 +118,8 @@ type Writer struct {
 	stop chan struct{}
 	exit chan struct{}
 
-	commits, committed, failures atomic.Uint64
-	lastErr                      atomic.Pointer[string]
+	commits, committed, failures, waits atomic.Uint64
+	lastErr                             atomic.Pointer[string]
 }
 
 // NewWriter starts a Writer; Close stops it.
@@ -95,18 +130,27 @@ func NewWriter(o WriterOptions) *Writer {
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = DefaultMaxBatch
 	}
+	if o.SoftPending <= 0 {
+		o.SoftPending = 5 * o.MaxBatch
+	}
 	if o.MaxPending <= 0 {
 		o.MaxPending = DefaultMaxPending
+	}
+	if o.MaxWait <= 0 {
+		o.MaxWait = DefaultMaxWait
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	maxPend := max(o.MaxPending, o.MaxBatch)
 	w := &Writer{
 		store:    o.Store,
 		log:      o.Logger,
 		interval: o.Interval,
 		maxBatch: o.MaxBatch,
-		maxPend:  max(o.MaxPending, o.MaxBatch),
+		softPend: min(o.SoftPending, maxPend),
+		maxPend:  maxPend,
+		maxWait:  o.MaxWait,
 		cur:      &Batch{},
 		states:   make(map[string]int),
 		attrSeq:  make(map[string]uint64),
@@ -120,11 +164,12 @@ func NewWriter(o WriterOptions) *Writer {
 	return w
 }
 
-// AddSamples queues samples for the next commit. It fails with
-// ErrOverloaded when too much is waiting and ErrClosed after Close; the
-// samples are then not stored.
-func (w *Writer) AddSamples(s []Sample) error {
-	return w.add(len(s), func(b *Batch) {
+// AddSamples queues samples for a coming commit, waiting for room while
+// the backlog is large (see Back-pressure). It fails with ErrOverloaded
+// when too much is waiting and ErrClosed after Close; the samples are then
+// not stored.
+func (w *Writer) AddSamples(ctx context.Context, s []Sample) error {
+	return w.add(ctx, len(s), func(b *Batch) {
 		for _, x := range s {
 			if !w.isGone(x.DeviceID) {
 				b.Samples = append(b.Samples, x)
@@ -133,10 +178,10 @@ func (w *Writer) AddSamples(s []Sample) error {
 	})
 }
 
-// AddAttributes queues attribute writes for the next commit, like
+// AddAttributes queues attribute writes for a coming commit, like
 // AddSamples.
-func (w *Writer) AddAttributes(a []AttributeWrite) error {
-	return w.add(len(a), func(b *Batch) {
+func (w *Writer) AddAttributes(ctx context.Context, a []AttributeWrite) error {
+	return w.add(ctx, len(a), func(b *Batch) {
 		for _, x := range a {
 			if !w.isGone(x.DeviceID) {
 				b.Attributes = append(b.Attributes, x)
@@ -174,16 +219,28 @@ func (w *Writer) Forget(deviceID string) {
 	}
 	w.gone[deviceID] = now
 	delete(w.attrSeq, deviceID)
-	b := w.cur
-	b.Samples = slices.DeleteFunc(b.Samples, func(x Sample) bool { return x.DeviceID == deviceID })
-	b.Attributes = slices.DeleteFunc(b.Attributes, func(x AttributeWrite) bool { return x.DeviceID == deviceID })
+	for i := range w.sealed {
+		if i == 0 && w.writing {
+			continue
+		}
+		n := w.sealed[i].b.Len()
+		dropDevice(w.sealed[i].b, deviceID)
+		w.queued -= n - w.sealed[i].b.Len()
+	}
+	dropDevice(w.cur, deviceID)
 	if _, ok := w.states[deviceID]; ok {
-		b.States = slices.DeleteFunc(b.States, func(x ConnState) bool { return x.DeviceID == deviceID })
 		clear(w.states)
-		for i, st := range b.States {
+		for i, st := range w.cur.States {
 			w.states[st.DeviceID] = i
 		}
 	}
+}
+
+// dropDevice removes a device's records from b.
+func dropDevice(b *Batch, deviceID string) {
+	b.Samples = slices.DeleteFunc(b.Samples, func(x Sample) bool { return x.DeviceID == deviceID })
+	b.Attributes = slices.DeleteFunc(b.Attributes, func(x AttributeWrite) bool { return x.DeviceID == deviceID })
+	b.States = slices.DeleteFunc(b.States, func(x ConnState) bool { return x.DeviceID == deviceID })
 }
 
 // isGone reports whether deviceID was forgotten. Called with mu held.
@@ -195,9 +252,9 @@ func (w *Writer) isGone(deviceID string) bool {
 	return ok
 }
 
-// Touch records connection times for the next commit, merged with any
+// Touch records connection times for a coming commit, merged with any
 // already waiting for the device (the latest of each time wins). It is
-// never refused: it adds at most one record per device.
+// never refused nor delayed: it adds at most one record per device.
 func (w *Writer) Touch(st ConnState) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -205,13 +262,6 @@ func (w *Writer) Touch(st ConnState) {
 		return
 	}
 	w.seq++
-	w.curSeq = w.seq
-	w.mergeState(st)
-}
-
-// mergeState adds st to cur, merged with the device's waiting state if
-// any. Called with mu held.
-func (w *Writer) mergeState(st ConnState) {
 	if i, ok := w.states[st.DeviceID]; ok {
 		cur := &w.cur.States[i]
 		cur.LastConnect = max(cur.LastConnect, st.LastConnect)
@@ -223,25 +273,68 @@ func (w *Writer) mergeState(st ConnState) {
 	w.cur.States = append(w.cur.States, st)
 }
 
-func (w *Writer) add(n int, appendTo func(*Batch)) error {
+func (w *Writer) add(ctx context.Context, n int, appendTo func(*Batch)) error {
 	if n == 0 {
 		return nil
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if !w.closed && w.pending()+n > w.softPend {
+		w.waitForRoom(ctx, n)
+	}
 	switch {
 	case w.closed:
 		return ErrClosed
-	case w.inFlight+w.cur.Len()+n > w.maxPend:
+	case w.pending()+n > w.maxPend:
 		return ErrOverloaded
 	}
 	appendTo(w.cur)
 	w.seq++
-	w.curSeq = w.seq
 	if w.cur.Len() >= w.maxBatch {
+		w.seal()
 		w.wake()
 	}
 	return nil
+}
+
+// waitForRoom waits until n more records fit under SoftPending, the Writer
+// closes, MaxWait passes or ctx ends. Called with mu held; it releases it
+// while waiting.
+func (w *Writer) waitForRoom(ctx context.Context, n int) {
+	w.waits.Add(1)
+	timer := time.NewTimer(w.maxWait)
+	defer timer.Stop()
+	for !w.closed && w.pending()+n > w.softPend {
+		ch := w.doneCh
+		w.wake()
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-w.exit:
+		case <-timer.C:
+			w.mu.Lock()
+			return
+		case <-ctx.Done():
+			w.mu.Lock()
+			return
+		}
+		w.mu.Lock()
+	}
+}
+
+// pending is the number of records waiting. Called with mu held.
+func (w *Writer) pending() int { return w.queued + w.cur.Len() }
+
+// seal closes the current batch (when it holds anything) and opens a new
+// one. Called with mu held.
+func (w *Writer) seal() {
+	if w.cur.Len() == 0 {
+		return
+	}
+	w.sealed = append(w.sealed, sealedBatch{b: w.cur, seq: w.seq})
+	w.queued += w.cur.Len()
+	w.cur = &Batch{}
+	clear(w.states)
 }
 
 // wake asks the run loop for a commit now.
@@ -302,7 +395,7 @@ func (w *Writer) Close(ctx context.Context) error {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if n := w.cur.Len(); n > 0 {
+	if n := w.pending(); n > 0 {
 		return fmt.Errorf("telemetry: %d records could not be stored before shutdown", n)
 	}
 	return nil
@@ -312,7 +405,7 @@ func (w *Writer) Close(ctx context.Context) error {
 func (w *Writer) Pending() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.inFlight + w.cur.Len()
+	return w.pending()
 }
 
 // Commits is the number of batches committed.
@@ -324,6 +417,9 @@ func (w *Writer) Committed() uint64 { return w.committed.Load() }
 // Failures is the number of failed commit attempts.
 func (w *Writer) Failures() uint64 { return w.failures.Load() }
 
+// Waits is the number of Adds that had to wait for room.
+func (w *Writer) Waits() uint64 { return w.waits.Load() }
+
 // Err is the last commit error, or "" when the last commit succeeded.
 func (w *Writer) Err() string {
 	if p := w.lastErr.Load(); p != nil {
@@ -332,8 +428,8 @@ func (w *Writer) Err() string {
 	return ""
 }
 
-// run commits a batch every interval, or sooner when kicked, until stop;
-// then it commits what is left.
+// run commits every interval, or sooner when kicked, until stop; then it
+// commits what is left.
 func (w *Writer) run() {
 	defer close(w.exit)
 	t := time.NewTicker(w.interval)
@@ -345,90 +441,87 @@ func (w *Writer) run() {
 		case <-w.stop:
 			// Commit what is left, retrying a failing store a few times.
 			for range 5 {
-				if w.commitOnce() {
+				if w.drain() {
 					return
 				}
 				time.Sleep(w.interval)
 			}
 			return
 		}
-		w.commitOnce()
+		w.drain()
 	}
 }
 
-// commitOnce writes the current batch. It reports whether nothing is left
-// queued afterwards. A batch that fails is retried (merged in front of what
-// arrived meanwhile) unless the store calls it invalid, which retrying
-// cannot fix.
-func (w *Writer) commitOnce() (empty bool) {
-	w.mu.Lock()
-	b := w.cur
-	if b.Len() == 0 {
-		// Records may have been dropped (Forget): what was numbered is
-		// settled all the same.
-		if w.durable < w.curSeq {
-			w.durable = w.curSeq
-			close(w.doneCh)
-			w.doneCh = make(chan struct{})
+// drain seals the current batch and commits the sealed ones in order,
+// until none is left (it reports true) or one fails: that one stays at
+// the head, to be retried at the next round.
+func (w *Writer) drain() (empty bool) {
+	for {
+		w.mu.Lock()
+		w.seal()
+		if len(w.sealed) == 0 {
+			// Records may have been dropped (Forget): what was numbered
+			// is settled all the same.
+			w.settle(w.seq)
+			w.mu.Unlock()
+			return true
 		}
+		head := w.sealed[0]
+		w.writing = true
 		w.mu.Unlock()
-		return true
-	}
-	bSeq := w.curSeq
-	w.cur = &Batch{}
-	clear(w.states)
-	w.inFlight = b.Len()
-	w.mu.Unlock()
 
+		if !w.commit(head) {
+			return false
+		}
+	}
+}
+
+// commit writes the head batch, and reports whether it left the queue
+// (committed, or refused by the store as invalid, which retrying cannot
+// fix).
+func (w *Writer) commit(head sealedBatch) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	err := w.store.Write(ctx, b)
+	err := w.store.Write(ctx, head.b)
 	cancel()
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.inFlight = 0
+	w.writing = false
 	switch {
 	case err == nil:
 		w.commits.Add(1)
-		w.committed.Add(uint64(b.Len()))
+		w.committed.Add(uint64(head.b.Len()))
 		w.lastErr.Store(nil)
 	case errors.Is(err, ErrInvalid):
 		w.failures.Add(1)
 		msg := err.Error()
 		w.lastErr.Store(&msg)
-		w.log.Error("telemetry batch refused by the store and dropped", "records", b.Len(), "error", err)
+		w.log.Error("telemetry batch refused by the store and dropped", "records", head.b.Len(), "error", err)
 	default:
 		w.failures.Add(1)
 		msg := err.Error()
 		w.lastErr.Store(&msg)
-		w.log.Error("telemetry commit failed; retrying", "records", b.Len(), "error", err)
-		w.requeue(b)
+		w.log.Error("telemetry commit failed; retrying", "records", head.b.Len(), "error", err)
 		return false
 	}
-	w.durable = bSeq
-	for id, seq := range w.attrSeq {
-		if seq <= bSeq {
+	w.sealed[0] = sealedBatch{} // let the batch go
+	w.sealed = w.sealed[1:]
+	w.queued -= head.b.Len()
+	w.settle(head.seq)
+	return true
+}
+
+// settle marks everything numbered up to seq durable. Called with mu held.
+func (w *Writer) settle(seq uint64) {
+	if seq <= w.durable {
+		return
+	}
+	w.durable = seq
+	for id, s := range w.attrSeq {
+		if s <= seq {
 			delete(w.attrSeq, id)
 		}
 	}
 	close(w.doneCh)
 	w.doneCh = make(chan struct{})
-	return w.cur.Len() == 0
-}
-
-// requeue puts a failed batch back in front of what arrived since, so that
-// order (which decides the latest attribute values) is kept. Called with mu
-// held.
-func (w *Writer) requeue(b *Batch) {
-	next := w.cur
-	b.Samples = append(b.Samples, next.Samples...)
-	b.Attributes = append(b.Attributes, next.Attributes...)
-	w.cur = b
-	clear(w.states)
-	for i, st := range b.States {
-		w.states[st.DeviceID] = i
-	}
-	for _, st := range next.States {
-		w.mergeState(st)
-	}
 }

@@ -24,10 +24,19 @@ type faultyStore struct {
 	// hold, when set, keeps a failing Write waiting until it is closed,
 	// so that a test can add records while a commit is in flight.
 	hold chan struct{}
+	// gate, when set, keeps every Write waiting until it is closed.
+	gate    chan struct{}
+	largest atomic.Int32 // the most records one Write got
 }
 
 func (f *faultyStore) Write(ctx context.Context, b *telemetry.Batch) error {
 	f.writes.Add(1)
+	if n := int32(b.Len()); n > f.largest.Load() {
+		f.largest.Store(n) // Writes are never concurrent
+	}
+	if f.gate != nil {
+		<-f.gate
+	}
 	if f.failNext.Add(-1) >= 0 {
 		if f.hold != nil {
 			<-f.hold
@@ -70,7 +79,7 @@ func TestWriterBatchesWithinTheWindow(t *testing.T) {
 	w := telemetry.NewWriter(telemetry.WriterOptions{Store: st, Interval: time.Hour})
 	t.Cleanup(func() { w.Close(context.Background()) })
 	for i := range 100 {
-		if err := w.AddSamples([]telemetry.Sample{sample("d", "k", int64(i+1), int64(i))}); err != nil {
+		if err := w.AddSamples(context.Background(), []telemetry.Sample{sample("d", "k", int64(i+1), int64(i))}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -94,7 +103,7 @@ func TestWriterCommitsEveryInterval(t *testing.T) {
 	st := newStore(t)
 	w := telemetry.NewWriter(telemetry.WriterOptions{Store: st, Interval: 20 * time.Millisecond})
 	t.Cleanup(func() { w.Close(context.Background()) })
-	w.AddSamples([]telemetry.Sample{sample("d", "k", 1, 7)})
+	w.AddSamples(context.Background(), []telemetry.Sample{sample("d", "k", 1, 7)})
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if v, ok := latestLong(t, st, "d", "k"); ok && v == 7 {
@@ -117,7 +126,7 @@ func TestWriterMaxBatchCommitsEarly(t *testing.T) {
 	for i := range batch {
 		batch[i] = sample("d", fmt.Sprint("k", i), 1, 1)
 	}
-	w.AddSamples(batch)
+	w.AddSamples(context.Background(), batch)
 	deadline := time.Now().Add(5 * time.Second)
 	for w.Commits() == 0 {
 		if time.Now().After(deadline) {
@@ -135,11 +144,11 @@ func TestWriterRetriesAFailedCommit(t *testing.T) {
 	st.hold = make(chan struct{})
 	w := telemetry.NewWriter(telemetry.WriterOptions{Store: st, Interval: 10 * time.Millisecond})
 	t.Cleanup(func() { w.Close(context.Background()) })
-	w.AddAttributes([]telemetry.AttributeWrite{{DeviceID: "d", Scope: telemetry.ScopeClient, Attribute: telemetry.Attribute{Key: "fw", Value: telemetry.String("1"), UpdatedAt: 1}}})
+	w.AddAttributes(context.Background(), []telemetry.AttributeWrite{{DeviceID: "d", Scope: telemetry.ScopeClient, Attribute: telemetry.Attribute{Key: "fw", Value: telemetry.String("1"), UpdatedAt: 1}}})
 	for st.writes.Load() < 1 {
 		time.Sleep(time.Millisecond)
 	}
-	w.AddAttributes([]telemetry.AttributeWrite{{DeviceID: "d", Scope: telemetry.ScopeClient, Attribute: telemetry.Attribute{Key: "fw", Value: telemetry.String("2"), UpdatedAt: 2}}})
+	w.AddAttributes(context.Background(), []telemetry.AttributeWrite{{DeviceID: "d", Scope: telemetry.ScopeClient, Attribute: telemetry.Attribute{Key: "fw", Value: telemetry.String("2"), UpdatedAt: 2}}})
 	w.Touch(telemetry.ConnState{DeviceID: "d", LastActivity: 5})
 	close(st.hold) // the first commit fails now, with fw=2 queued behind it
 	if err := w.Flush(t.Context()); err != nil {
@@ -158,32 +167,147 @@ func TestWriterRetriesAFailedCommit(t *testing.T) {
 	}
 }
 
-// TestWriterOverloaded: when the store does not keep up, Add refuses once
-// MaxPending records wait, and accepts again once they are stored.
+// TestWriterOverloaded: when the store fails, Add waits for room at most
+// MaxWait, then refuses once MaxPending records wait, and accepts again
+// once they are stored.
 func TestWriterOverloaded(t *testing.T) {
 	st := newStore(t)
 	st.failNext.Store(1 << 30)
-	w := telemetry.NewWriter(telemetry.WriterOptions{Store: st, Interval: 5 * time.Millisecond, MaxBatch: 10, MaxPending: 20})
+	w := telemetry.NewWriter(telemetry.WriterOptions{Store: st, Interval: 5 * time.Millisecond, MaxBatch: 10, MaxPending: 20, MaxWait: 20 * time.Millisecond})
 	t.Cleanup(func() { w.Close(context.Background()) })
 	ten := make([]telemetry.Sample, 10)
 	for i := range ten {
 		ten[i] = sample("d", fmt.Sprint("k", i), 1, 1)
 	}
 	for range 2 {
-		if err := w.AddSamples(ten); err != nil {
+		if err := w.AddSamples(context.Background(), ten); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := w.AddSamples(ten[:1]); !errors.Is(err, telemetry.ErrOverloaded) {
+	if err := w.AddSamples(context.Background(), ten[:1]); !errors.Is(err, telemetry.ErrOverloaded) {
 		t.Fatalf("21st record: %v, want ErrOverloaded", err)
+	}
+	if w.Waits() != 1 {
+		t.Errorf("%d Adds waited for room, want 1", w.Waits())
 	}
 	w.Touch(telemetry.ConnState{DeviceID: "d", LastConnect: 1}) // never refused
 	st.failNext.Store(0)
 	if err := w.Flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.AddSamples(ten[:1]); err != nil {
+	if err := w.AddSamples(context.Background(), ten[:1]); err != nil {
 		t.Errorf("after the store recovered: %v", err)
+	}
+}
+
+// gatedWriter is a Writer over a store whose Writes wait until release is
+// called.
+func gatedWriter(t *testing.T, o telemetry.WriterOptions) (w *telemetry.Writer, st *faultyStore, release func()) {
+	t.Helper()
+	st = newStore(t)
+	st.gate = make(chan struct{})
+	o.Store = st
+	w = telemetry.NewWriter(o)
+	release = sync.OnceFunc(func() { close(st.gate) })
+	t.Cleanup(func() {
+		release()
+		w.Close(context.Background())
+	})
+	return w, st, release
+}
+
+// addSeries adds n single-sample messages of one device and key,
+// timestamps from 1.
+func addSeries(t *testing.T, w *telemetry.Writer, dev string, n int) {
+	t.Helper()
+	for i := range n {
+		if err := w.AddSamples(t.Context(), []telemetry.Sample{sample(dev, "k", int64(i+1), int64(i+1))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestWriterBackPressure: past SoftPending records, Add waits until a
+// commit makes room instead of refusing; a cancelled wait gives up
+// waiting, and the record is taken when under MaxPending.
+func TestWriterBackPressure(t *testing.T) {
+	w, st, release := gatedWriter(t, telemetry.WriterOptions{Interval: time.Hour, MaxBatch: 10, SoftPending: 20, MaxWait: time.Minute})
+	addSeries(t, w, "a", 20) // two full batches: the first is being written
+	added := make(chan error, 1)
+	go func() { added <- w.AddSamples(context.Background(), []telemetry.Sample{sample("b", "k", 1, 1)}) }()
+	select {
+	case err := <-added:
+		t.Fatalf("Add past SoftPending returned at once (%v), want it to wait", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	release()
+	if err := <-added; err != nil {
+		t.Fatalf("Add after the store caught up: %v", err)
+	}
+	if err := w.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := latestLong(t, st, "b", "k"); v != 1 {
+		t.Errorf("the waiting record was not stored")
+	}
+
+	w2, _, _ := gatedWriter(t, telemetry.WriterOptions{Interval: time.Hour, MaxBatch: 10, SoftPending: 20, MaxWait: time.Minute})
+	addSeries(t, w2, "a", 20)
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if err := w2.AddSamples(ctx, []telemetry.Sample{sample("b", "k", 1, 1)}); err != nil {
+		t.Errorf("Add whose wait was cancelled under MaxPending: %v, want it taken", err)
+	}
+	if w2.Pending() != 21 || w2.Waits() != 1 {
+		t.Errorf("pending %d, waits %d; want 21 and 1", w2.Pending(), w2.Waits())
+	}
+}
+
+// TestWriterCapsBatches: however much waits, one commit holds at most
+// MaxBatch records, and all of them are committed in the end.
+func TestWriterCapsBatches(t *testing.T) {
+	w, st, release := gatedWriter(t, telemetry.WriterOptions{Interval: time.Hour, MaxBatch: 10, MaxWait: time.Minute})
+	addSeries(t, w, "a", 35)
+	release()
+	if err := w.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := st.largest.Load(); n > 10 {
+		t.Errorf("a commit of %d records, MaxBatch is 10", n)
+	}
+	if w.Commits() < 4 || w.Committed() != 35 {
+		t.Errorf("%d commits of %d records, want ≥ 4 of 35", w.Commits(), w.Committed())
+	}
+	if v, _ := latestLong(t, st, "a", "k"); v != 35 {
+		t.Errorf("latest %d, want 35", v)
+	}
+}
+
+// TestWriterForgetDropsQueuedBatches: Forget removes a device's records
+// from every batch not yet being written, and the backlog count follows.
+func TestWriterForgetDropsQueuedBatches(t *testing.T) {
+	w, st, release := gatedWriter(t, telemetry.WriterOptions{Interval: time.Hour, MaxBatch: 10, MaxWait: time.Minute})
+	addSeries(t, w, "x", 10) // sealed, and being written
+	for i := range 12 {
+		w.AddSamples(t.Context(), []telemetry.Sample{sample("a", "k", int64(i+1), 1), sample("b", "k", int64(i+1), 2)})
+	}
+	w.Touch(telemetry.ConnState{DeviceID: "a", LastConnect: 5})
+	w.Forget("a")
+	if got := w.Pending(); got != 10+12 {
+		t.Errorf("pending %d after Forget, want 22", got)
+	}
+	release()
+	if err := w.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := latestLong(t, st, "a", "k"); ok {
+		t.Error("a forgotten device's queued samples were stored")
+	}
+	if v, _ := latestLong(t, st, "b", "k"); v != 2 {
+		t.Error("another device's samples were lost")
+	}
+	if v, _ := latestLong(t, st, "x", "k"); v != 10 {
+		t.Error("the batch being written was not stored")
 	}
 }
 
@@ -193,14 +317,14 @@ func TestWriterDropsAnInvalidBatch(t *testing.T) {
 	st := newStore(t)
 	w := telemetry.NewWriter(telemetry.WriterOptions{Store: st, Interval: time.Hour})
 	t.Cleanup(func() { w.Close(context.Background()) })
-	w.AddSamples([]telemetry.Sample{{DeviceID: "d", Key: "", TS: 1, Value: telemetry.Long(1)}})
+	w.AddSamples(context.Background(), []telemetry.Sample{{DeviceID: "d", Key: "", TS: 1, Value: telemetry.Long(1)}})
 	if err := w.Flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if w.Failures() != 1 || w.Err() == "" {
 		t.Errorf("failures %d, err %q", w.Failures(), w.Err())
 	}
-	w.AddSamples([]telemetry.Sample{sample("d", "k", 1, 3)})
+	w.AddSamples(context.Background(), []telemetry.Sample{sample("d", "k", 1, 3)})
 	w.Flush(t.Context())
 	if v, _ := latestLong(t, st, "d", "k"); v != 3 {
 		t.Errorf("the next batch was not stored")
@@ -216,7 +340,7 @@ func TestWriterCloseCommitsTheRest(t *testing.T) {
 	for g := range 8 {
 		wg.Go(func() {
 			for i := range 100 {
-				w.AddSamples([]telemetry.Sample{sample(fmt.Sprint("d", g), "k", int64(i+1), int64(i))})
+				w.AddSamples(context.Background(), []telemetry.Sample{sample(fmt.Sprint("d", g), "k", int64(i+1), int64(i))})
 			}
 		})
 	}
@@ -229,7 +353,7 @@ func TestWriterCloseCommitsTheRest(t *testing.T) {
 			t.Errorf("device %d: latest %d after Close, want 99", g, v)
 		}
 	}
-	if err := w.AddSamples([]telemetry.Sample{sample("d", "k", 1, 1)}); !errors.Is(err, telemetry.ErrClosed) {
+	if err := w.AddSamples(context.Background(), []telemetry.Sample{sample("d", "k", 1, 1)}); !errors.Is(err, telemetry.ErrClosed) {
 		t.Errorf("Add after Close: %v", err)
 	}
 	if err := w.Close(t.Context()); err != nil {

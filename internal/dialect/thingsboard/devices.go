@@ -61,9 +61,9 @@ func (a *DeviceAPI) HandleMQTT(ctx context.Context, deviceID, topic string, payl
 	}
 	switch {
 	case topic == TelemetryTopic:
-		return a.telemetry(deviceID, payload)
+		return a.telemetry(ctx, deviceID, payload)
 	case topic == AttributesTopic:
-		return a.attributes(deviceID, payload)
+		return a.attributes(ctx, deviceID, payload)
 	case strings.HasPrefix(topic, AttributeRequestPrefix):
 		id, err := ParseRequestID(topic, AttributeRequestPrefix)
 		if err != nil {
@@ -100,20 +100,20 @@ func (a *DeviceAPI) HandleMQTT(ctx context.Context, deviceID, topic string, payl
 	return nil
 }
 
-func (a *DeviceAPI) telemetry(deviceID string, payload []byte) error {
+func (a *DeviceAPI) telemetry(ctx context.Context, deviceID string, payload []byte) error {
 	samples, err := DecodeTelemetry(payload, a.svc.Now().UnixMilli(), a.limits)
 	if err != nil {
 		return a.svc.Refused(deviceError(err))
 	}
-	return a.svc.Ingest(deviceID, samples)
+	return a.svc.Ingest(ctx, deviceID, samples)
 }
 
-func (a *DeviceAPI) attributes(deviceID string, payload []byte) error {
+func (a *DeviceAPI) attributes(ctx context.Context, deviceID string, payload []byte) error {
 	attrs, err := DecodeAttributes(payload, a.limits)
 	if err != nil {
 		return a.svc.Refused(deviceError(err))
 	}
-	return a.svc.ReportAttributes(deviceID, attrs)
+	return a.svc.ReportAttributes(ctx, deviceID, attrs)
 }
 
 // attributeRequest answers a device asking for attribute values.
@@ -218,9 +218,9 @@ func (a *DeviceAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err == nil {
 		if what == "telemetry" {
-			err = a.telemetry(dev.ID, payload)
+			err = a.telemetry(r.Context(), dev.ID, payload)
 		} else {
-			err = a.attributes(dev.ID, payload)
+			err = a.attributes(r.Context(), dev.ID, payload)
 		}
 	}
 	if err != nil {
