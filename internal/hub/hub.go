@@ -576,12 +576,15 @@ func (h *Hub) accept(l *listener) {
 			h.countRefusal(reason, c.RemoteAddr().String())
 			continue
 		}
-		go func() {
+		// The CONNECT exchange runs on a goroutine of its own; the session
+		// is then read on another, shallow one, so that an idle session
+		// keeps a small stack (see third_party/mochi-mqtt-server).
+		go h.srv.ServeConnection(l.name, c, func(err error) {
 			defer h.conns.done(c)
-			if err := h.srv.EstablishConnection(l.name, c); err != nil {
+			if err != nil {
 				h.log.Debug("connection ended", "listener", l.name, "remote", c.RemoteAddr().String(), "error", err)
 			}
-		}()
+		})
 	}
 }
 

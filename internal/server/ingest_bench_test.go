@@ -1127,19 +1127,32 @@ func settle(b *testing.B, s *benchServer, want int) {
 	time.Sleep(3 * time.Second)
 }
 
-// goInUse is zerotouch's Go heap and stacks in use, in KiB.
-func goInUse(b *testing.B, s *benchServer) float64 {
+// goMemory is zerotouch's Go heap and stacks in use (KiB), and its
+// goroutines.
+type goMemory struct{ heap, stacks, goroutines float64 }
+
+func goInUse(b *testing.B, s *benchServer) goMemory {
 	if s.node == nil {
-		return 0
+		return goMemory{}
 	}
 	m := scrapeMetrics(b, s.node.baseURL)
-	return (m["go_memstats_heap_inuse_bytes"] + m["go_memstats_stack_inuse_bytes"]) / 1024
+	return goMemory{m["go_memstats_heap_inuse_bytes"] / 1024, m["go_memstats_stack_inuse_bytes"] / 1024, m["go_goroutines"]}
+}
+
+// perSession describes what n sessions added to base.
+func (g goMemory) perSession(base goMemory, n int) string {
+	if g == (goMemory{}) {
+		return ""
+	}
+	f := float64(n)
+	return fmt.Sprintf("; Go heap %.1f + stacks %.1f KiB per session, %.2f goroutines per session",
+		(g.heap-base.heap)/f, (g.stacks-base.stacks)/f, (g.goroutines-base.goroutines)/f)
 }
 
 func idleMemory(b *testing.B, s *benchServer, counts []int, names, users []string) {
 	settle(b, s, 0)
 	rss0, go0 := rssKiB(s.pid()), goInUse(b, s)
-	b.Logf("%s before any session: RSS %d KiB, Go heap+stacks in use %.0f KiB", s.name, rss0, go0)
+	b.Logf("%s before any session: RSS %d KiB, Go %+v", s.name, rss0, go0)
 	b.ResetTimer()
 	var conns []net.Conn
 	defer func() { mqttCloseAll(conns, false) }()
@@ -1154,8 +1167,8 @@ func idleMemory(b *testing.B, s *benchServer, counts []int, names, users []strin
 		rss, g := rssKiB(s.pid()), goInUse(b, s)
 		per := float64(rss-rss0) / float64(n)
 		b.ReportMetric(per, fmt.Sprintf("KiB/conn@%d", n))
-		b.Logf("%s with %d idle sessions: RSS %d KiB, %.1f KiB per session (%.1f KiB each of the last %d); Go heap+stacks in use %.0f KiB, %.1f KiB per session",
-			s.name, n, rss, per, float64(rss-prevRSS)/float64(n-prev), n-prev, g, (g-go0)/float64(n))
+		b.Logf("%s with %d idle sessions: RSS %d KiB, %.1f KiB per session (%.1f KiB each of the last %d)%s",
+			s.name, n, rss, per, float64(rss-prevRSS)/float64(n-prev), n-prev, g.perSession(go0, n))
 		prev, prevRSS = n, rss
 	}
 	mqttCloseAll(conns, true)
@@ -1172,6 +1185,6 @@ func idleMemory(b *testing.B, s *benchServer, counts []int, names, users []strin
 	per := float64(rss-rss0) / float64(prev)
 	b.ReportMetric(per, fmt.Sprintf("KiB/conn@%d-reconnected", prev))
 	b.ReportMetric(0, "ns/op")
-	b.Logf("%s with %d sessions again after a disconnect/reconnect cycle: RSS %d KiB, %.1f KiB per session; Go heap+stacks in use %.0f KiB, %.1f KiB per session",
-		s.name, prev, rss, per, g, (g-go0)/float64(prev))
+	b.Logf("%s with %d sessions again after a disconnect/reconnect cycle: RSS %d KiB, %.1f KiB per session%s",
+		s.name, prev, rss, per, g.perSession(go0, prev))
 }
