@@ -17,6 +17,9 @@ const (
 	ChangeDeviceDisabled ChangeKind = "device-disabled"
 	// ChangeDeviceDeleted: the device and its credentials are gone.
 	ChangeDeviceDeleted ChangeKind = "device-deleted"
+	// ChangeCertificatesRevoked: the certificates of the built-in CA with
+	// the serials in Change.Serials no longer authenticate.
+	ChangeCertificatesRevoked ChangeKind = "certificates-revoked"
 )
 
 // Change is published after a write that invalidates device sessions.
@@ -25,6 +28,9 @@ type Change struct {
 	OrgID         string
 	DeviceID      string
 	CredentialIDs []string
+	// Serials are certificate serials (lowercase hex), for
+	// ChangeCertificatesRevoked.
+	Serials []string
 }
 
 // Changes fans out Change notifications to subscribers in-process (the hub
@@ -86,15 +92,37 @@ func (s NotifyingStore) RevokeCredential(ctx context.Context, orgID, id string) 
 	return c, err
 }
 
-// CommitProvision publishes ChangeCredentialsRevoked for rotated credentials.
+// CommitProvision publishes ChangeCredentialsRevoked for rotated
+// credentials and ChangeCertificatesRevoked for rotated certificates.
 func (s NotifyingStore) CommitProvision(ctx context.Context, c *ProvisionCommit) error {
 	err := s.Store.CommitProvision(ctx, c)
-	if err == nil && len(c.Revoked) > 0 {
+	if err != nil {
+		return err
+	}
+	if len(c.Revoked) > 0 {
 		ids := make([]string, len(c.Revoked))
 		for i, r := range c.Revoked {
 			ids[i] = r.ID
 		}
 		s.Changes.Publish(Change{Kind: ChangeCredentialsRevoked, OrgID: c.Device.OrgID, DeviceID: c.Device.ID, CredentialIDs: ids})
 	}
-	return err
+	if len(c.RevokedCertificates) > 0 {
+		serials := make([]string, len(c.RevokedCertificates))
+		for i, r := range c.RevokedCertificates {
+			serials[i] = r.Serial
+		}
+		s.Changes.Publish(Change{Kind: ChangeCertificatesRevoked, OrgID: c.Device.OrgID, DeviceID: c.Device.ID, Serials: serials})
+	}
+	return nil
+}
+
+// RevokeCertificate publishes ChangeCertificatesRevoked, also when the
+// certificate was already revoked (harmless, and it covers a session that
+// raced the first revocation).
+func (s NotifyingStore) RevokeCertificate(ctx context.Context, orgID, serial string, reason RevocationReason) (*Certificate, error) {
+	c, err := s.Store.RevokeCertificate(ctx, orgID, serial, reason)
+	if err == nil {
+		s.Changes.Publish(Change{Kind: ChangeCertificatesRevoked, OrgID: orgID, DeviceID: c.DeviceID, Serials: []string{c.Serial}})
+	}
+	return c, err
 }

@@ -53,7 +53,9 @@ type Store interface {
 	ListDevices(ctx context.Context, orgID string, f DeviceFilter) (devices []Device, next string, err error)
 	// SetDeviceStatus enables or disables a device and returns it updated.
 	SetDeviceStatus(ctx context.Context, orgID, id string, status DeviceStatus) (*Device, error)
-	// DeleteDevice removes the device and its credentials.
+	// DeleteDevice removes the device and its credentials, and revokes its
+	// active certificates (cessationOfOperation): their records stay, so
+	// that the CRL keeps listing them until they expire.
 	DeleteDevice(ctx context.Context, orgID, id string) error
 
 	// Credentials.
@@ -73,6 +75,36 @@ type Store interface {
 	// durably: see ProvisionCommit. Implementations may group concurrent
 	// commits into one transaction, but each commit succeeds or fails on its own.
 	CommitProvision(ctx context.Context, c *ProvisionCommit) error
+
+	// Certificates issued by the built-in CA.
+
+	// RecordCertificates inserts certificate records in one transaction:
+	// all or nothing. IssuedAt is set when zero, Status defaults to active,
+	// a revoked record without RevokedAt or reason gets the write time and
+	// "unspecified". A serial or fingerprint already recorded is
+	// ConflictError{What: "certificate"} (with 128-bit random serials, a
+	// serial clash means: sign again with a new serial). A DeviceID that is
+	// not a device of OrgID is ErrInvalid. On success the records as stored
+	// are written back into certs. Implementations may group concurrent
+	// calls into one transaction, as for CommitProvision.
+	RecordCertificates(ctx context.Context, certs []Certificate) error
+	// GetCertificate returns the certificate with the serial (lowercase hex).
+	GetCertificate(ctx context.Context, orgID, serial string) (*Certificate, error)
+	// GetCertificateByFingerprint finds a certificate in any organisation
+	// (a TLS handshake knows the certificate, not its organisation), by its
+	// lowercase hex SHA-256 fingerprint.
+	GetCertificateByFingerprint(ctx context.Context, fingerprint string) (*Certificate, error)
+	// ListCertificates returns the organisation's certificates matching f,
+	// ordered by NotAfter, then serial.
+	ListCertificates(ctx context.Context, orgID string, f CertificateFilter) (certs []Certificate, next string, err error)
+	// RevokeCertificate marks a certificate revoked with reason (empty means
+	// unspecified) and returns it; revoking a revoked one is a no-op that
+	// keeps the first time and reason.
+	RevokeCertificate(ctx context.Context, orgID, serial string, reason RevocationReason) (*Certificate, error)
+	// ListRevokedCertificates returns, across organisations, the revoked
+	// certificates of issuer whose NotAfter is after validAt — the entries
+	// of that issuer's CRL — ordered by serial, without their PEM.
+	ListRevokedCertificates(ctx context.Context, issuer string, validAt time.Time) ([]Certificate, error)
 
 	// Audit.
 
@@ -111,17 +143,25 @@ type ProvisionCommit struct {
 	// the device since it was read). The store then increments the version.
 	ExpectVersion int64
 	// RevokeActive revokes every credential of the device that is active
-	// before this commit (rotation). Their IDs are written to Revoked.
+	// before this commit (rotation). Their IDs are written to Revoked. It
+	// also revokes the device's active certificates (reason superseded),
+	// written to RevokedCertificates.
 	RevokeActive bool
 	// Credentials are inserted for the device (their DeviceID and OrgID are
 	// filled in). A lookup key already used by another active credential
 	// fails with ConflictError{What: "credential"}.
 	Credentials []Credential
+	// Certificates issued to the device are recorded with it (their
+	// DeviceID and OrgID are filled in), as RecordCertificates does.
+	Certificates []Certificate
 	// Audit is recorded in the same transaction (its DeviceID filled in).
 	Audit AuditEvent
 
 	// Revoked is set by the store: the credentials revoked by RevokeActive.
 	Revoked []Credential
+	// RevokedCertificates is set by the store: the certificates revoked by
+	// RevokeActive.
+	RevokedCertificates []Certificate
 	// At is the commit time, set by the store when zero.
 	At time.Time
 }

@@ -14,7 +14,7 @@ import (
 )
 
 // RequireTool returns the path of an external command-line tool a test plays
-// a device with (mosquitto_rr, mosquitto_pub…). On a developer's machine
+// a device with (mosquitto_rr, mosquitto_pub, curl, openssl…). On a developer's machine
 // without it the test is skipped with what to install; in CI (CI set) it
 // fails instead, so a missing install step cannot hide behind green skips.
 func RequireTool(t testing.TB, name string) string {
@@ -24,8 +24,9 @@ func RequireTool(t testing.TB, name string) string {
 		return p
 	}
 	pkg := "mosquitto-clients"
-	if name == "curl" {
-		pkg = "curl"
+	switch name {
+	case "curl", "openssl":
+		pkg = name
 	}
 	if os.Getenv("CI") != "" {
 		t.Fatalf("%s is required in CI: apt-get install %s", name, pkg)

@@ -32,6 +32,13 @@
 //     version (else ConflictError "profile") and increments it.
 //   - Tokens and MQTT basic user names share one name space
 //     (registry.Credential.UserKey), unique among active credentials.
+//   - Certificate records: serials and fingerprints are lowercase hex,
+//     unique across organisations (ConflictError "certificate"), revoked
+//     ones included; RecordCertificates is all or nothing; lists are
+//     ordered by NotAfter, then serial; revoking is idempotent and keeps
+//     the first time and reason; deleting a device revokes its active
+//     certificates (cessationOfOperation) and keeps their records; a
+//     rotation (RevokeActive) revokes them as superseded.
 //
 // Every subtest gets its own fresh store from newStore.
 package storetest
@@ -66,6 +73,7 @@ func Run(t *testing.T, newStore func(t *testing.T) registry.Store) {
 		{"Provision", provisionTests},
 		{"Audit", auditTests},
 		{"APIKeys", apiKeyTests},
+		{"Certificates", certificateTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {

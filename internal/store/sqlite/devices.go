@@ -337,14 +337,20 @@ func (s *Store) SetDeviceStatus(ctx context.Context, orgID, id string, status re
 }
 
 // DeleteDevice removes the device; its credentials go with it (ON DELETE
-// CASCADE). Its audit events stay.
+// CASCADE). Its audit events stay, and so do its certificates, revoked, so
+// that the CRL lists them until they expire.
 func (s *Store) DeleteDevice(ctx context.Context, orgID, id string) error {
+	t := now()
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE org_id = ? AND id = ?`, orgID, id)
 		if err != nil {
 			return fmt.Errorf("delete device: %w", err)
 		}
-		return checkAffected(res, fmt.Sprintf("delete device %q", id))
+		if err := checkAffected(res, fmt.Sprintf("delete device %q", id)); err != nil {
+			return err
+		}
+		_, err = revokeDeviceCertificates(ctx, tx, orgID, id, registry.RevocationCessationOfOperation, t)
+		return err
 	})
 }
 

@@ -14,8 +14,9 @@ import (
 // savepoint): the device created or updated, active credentials revoked,
 // new credentials inserted, the audit event appended. On success it writes
 // back into c: the device as stored (ID, Version, timestamps, ProvisionedAt
-// set to the commit time when it was nil), the credentials as stored,
-// Revoked, At and the audit event with its Seq. On failure c is unchanged.
+// set to the commit time when it was nil), the credentials and certificates
+// as stored, Revoked, RevokedCertificates, At and the audit event with its
+// Seq. On failure c is unchanged.
 func (s *Store) CommitProvision(ctx context.Context, c *registry.ProvisionCommit) error {
 	if c == nil || c.Device == nil {
 		return fmt.Errorf("%w: provision commit without a device", registry.ErrInvalid)
@@ -50,6 +51,14 @@ func (s *Store) CommitProvision(ctx context.Context, c *registry.ProvisionCommit
 			return err
 		}
 	}
+	certs := make([]registry.Certificate, len(c.Certificates))
+	for i, cert := range c.Certificates {
+		cert.OrgID, cert.DeviceID = d.OrgID, d.ID
+		var err error
+		if certs[i], err = prepareCertificate(cert, at); err != nil {
+			return err
+		}
+	}
 	ev := c.Audit
 	ev.DeviceID = d.ID
 	if ev.OrgID == "" {
@@ -61,8 +70,9 @@ func (s *Store) CommitProvision(ctx context.Context, c *registry.ProvisionCommit
 	}
 
 	var revoked []registry.Credential
+	var revokedCerts []registry.Certificate
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		revoked = nil
+		revoked, revokedCerts = nil, nil
 		if c.Create {
 			if err := insertDevice(ctx, tx, &d); err != nil {
 				return err
@@ -81,11 +91,17 @@ func (s *Store) CommitProvision(ctx context.Context, c *registry.ProvisionCommit
 			if revoked, err = scanCredentials(rows); err != nil {
 				return fmt.Errorf("revoke credentials: %w", err)
 			}
+			if revokedCerts, err = revokeDeviceCertificates(ctx, tx, d.OrgID, d.ID, registry.RevocationSuperseded, at); err != nil {
+				return err
+			}
 		}
 		for i := range creds {
 			if err := insertCredential(ctx, tx, &creds[i]); err != nil {
 				return err
 			}
+		}
+		if err := insertCertificates(ctx, tx, certs); err != nil {
+			return err
 		}
 		return insertAudit(ctx, tx, &ev)
 	})
@@ -95,6 +111,10 @@ func (s *Store) CommitProvision(ctx context.Context, c *registry.ProvisionCommit
 	*c.Device = d
 	c.Credentials = creds
 	c.Revoked = revoked
+	if len(certs) > 0 {
+		c.Certificates = certs
+	}
+	c.RevokedCertificates = revokedCerts
 	c.At = at
 	c.Audit = ev
 	return nil
