@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/zerotouch/zerotouch/internal/device"
+	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/secret"
 )
@@ -48,6 +49,9 @@ type Options struct {
 	// telemetry, attributes, RPC); nil answers them 503, for a node that
 	// does not run the device hub.
 	Devices *device.Service
+	// Certificates issues and revokes device certificates from the
+	// built-in CA; nil answers those routes 503.
+	Certificates *provision.Certificates
 }
 
 // New returns the management API handler. Mount it at "/api/" without
@@ -57,6 +61,7 @@ func New(o Options) http.Handler {
 	s := &server{
 		store:       o.Store,
 		devices:     o.Devices,
+		certs:       o.Certificates,
 		log:         cmp.Or(o.Logger, slog.New(slog.DiscardHandler)),
 		mux:         http.NewServeMux(),
 		importLimit: maxImportBody,
@@ -69,7 +74,8 @@ func New(o Options) http.Handler {
 
 type server struct {
 	store   registry.Store
-	devices *device.Service // nil: telemetry is not enabled on this node
+	devices *device.Service         // nil: telemetry is not enabled on this node
+	certs   *provision.Certificates // nil: no built-in CA on this node
 	log     *slog.Logger
 	mux     *http.ServeMux
 	// importLimit caps a CSV import body (a field so tests can lower it).
@@ -155,7 +161,14 @@ func (s *server) routes() []route {
 		{http.MethodPut, "/api/devices/{id}/attributes/{scope}", roleOEM, s.setAttributes},
 		{http.MethodDelete, "/api/devices/{id}/attributes/{scope}", roleOEM, s.deleteAttributes},
 		{http.MethodPost, "/api/devices/{id}/rpc", roleOperator, s.callDevice},
+		{http.MethodGet, "/api/devices/{id}/certificates", roleViewer, s.listCertificates},
+		{http.MethodPost, "/api/devices/{id}/certificates", roleOperator, s.issueCertificate},
 		{http.MethodPost, "/api/credentials/{id}/revoke", roleOperator, s.revokeCredential},
+
+		{http.MethodGet, "/api/ca", roleViewer, s.getCA},
+		{http.MethodGet, "/api/certificates", roleViewer, s.listCertificates},
+		{http.MethodGet, "/api/certificates/{serial}", roleViewer, s.getCertificate},
+		{http.MethodPost, "/api/certificates/{serial}/revoke", roleOperator, s.revokeCertificate},
 
 		{http.MethodGet, "/api/audit", roleViewer, s.listAudit},
 

@@ -199,6 +199,9 @@ func (s *server) revokeCredential(w http.ResponseWriter, r *http.Request, key *r
 	if err != nil {
 		return notFound("credential", id, err)
 	}
+	if err := s.revokeCredentialCertificate(r, c); err != nil {
+		return err
+	}
 	s.audit(r, key, registry.AuditEvent{Action: "credential.revoke", DeviceID: c.DeviceID,
 		Detail: "revoked " + string(c.Type) + " credential " + c.ID})
 	writeJSON(w, http.StatusOK, c)

@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/zerotouch/zerotouch/internal/device"
+	"github.com/zerotouch/zerotouch/internal/pki"
 	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/telemetry"
@@ -109,7 +110,8 @@ func classify(err error) (int, Error) {
 		return http.StatusConflict, Error{CodeConflict, err.Error()}
 	case errors.Is(err, registry.ErrNotFound):
 		return http.StatusNotFound, Error{CodeNotFound, err.Error()}
-	case errors.Is(err, registry.ErrInvalid), errors.Is(err, provision.ErrBadCredentials):
+	case errors.Is(err, registry.ErrInvalid), errors.Is(err, provision.ErrBadCredentials),
+		errors.Is(err, pki.ErrBadCSR), errors.Is(err, pki.ErrBadProfile), errors.Is(err, pki.ErrBadKey):
 		return http.StatusUnprocessableEntity, Error{CodeInvalid, domainMessage(err)}
 	case errors.Is(err, telemetry.ErrInvalid):
 		// A query or write the telemetry store or the device service

@@ -10,12 +10,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/zerotouch/zerotouch/internal/pki"
 )
 
 // Off disables a listener.
@@ -28,6 +31,32 @@ type Config struct {
 	// HTTP and MQTT are listen addresses ("host:port", ":port") or "off".
 	HTTP string `yaml:"http"`
 	MQTT string `yaml:"mqtt"`
+	// HTTPS and MQTTS are the TLS listeners, "off" to disable.
+	HTTPS string `yaml:"https"`
+	MQTTS string `yaml:"mqtts"`
+	// TLSHostsText lists, comma-separated, the host names and IP addresses
+	// of the TLS listeners' certificate issued by the built-in CA (see
+	// TLSHosts).
+	TLSHostsText string `yaml:"tls-hosts"`
+	// TLSCertFile and TLSKeyFile are an operator-supplied server
+	// certificate (PEM, chain included) and key, used instead of one from
+	// the built-in CA.
+	TLSCertFile string `yaml:"tls-cert-file"`
+	TLSKeyFile  string `yaml:"tls-key-file"`
+	// CAKeyAlgorithm is the key type of a new built-in CA.
+	CAKeyAlgorithm string `yaml:"ca-key-algorithm"`
+	// CAPassphraseFile holds the passphrase sealing the CA keys (first
+	// line); it can also come from ZEROTOUCH_CA_PASSPHRASE. Without one, the
+	// keys are sealed under a key file in the data directory.
+	CAPassphraseFile string `yaml:"ca-passphrase-file"`
+	CAPassphrase     []byte `yaml:"-"`
+	// CertLifetimeText is the default lifetime of device certificates.
+	CertLifetimeText string        `yaml:"cert-lifetime"`
+	CertLifetime     time.Duration `yaml:"-"`
+	// PublicURL is how devices and relying parties reach the HTTP(S)
+	// listener (e.g. https://zt.example.com:8443); when set, certificates
+	// carry <PublicURL>/ca/crl as their CRL distribution point.
+	PublicURL string `yaml:"public-url"`
 	// MQTTMaxClientsText caps MQTT sessions (devices and provisioning
 	// together); "0" means no cap. Parsed into MQTTMaxClients by Finish.
 	MQTTMaxClientsText string `yaml:"mqtt-max-clients"`
@@ -66,6 +95,12 @@ func Defaults() Config {
 		DataDir: "./zerotouch-data",
 		HTTP:    ":8080",
 		MQTT:    ":1883",
+		HTTPS:   ":8443",
+		MQTTS:   ":8883",
+		// The host's own name is added at start (see server.tlsHosts).
+		TLSHostsText:     "localhost,127.0.0.1,::1",
+		CAKeyAlgorithm:   "ecdsa-p256",
+		CertLifetimeText: "90d",
 		// Well below the default limit of 20,000-odd open files of a
 		// process here, leaving room for HTTP, the database and provisioning.
 		MQTTMaxClientsText:     "10000",
@@ -102,6 +137,15 @@ func Settings() []Setting {
 		{"data", "data directory (database, keys)", func(c *Config) *string { return &c.DataDir }},
 		{"http", "HTTP listen address (console, management API, device HTTP API, /metrics), or \"off\"", func(c *Config) *string { return &c.HTTP }},
 		{"mqtt", "MQTT listen address (device provisioning and hub), or \"off\"", func(c *Config) *string { return &c.MQTT }},
+		{"https", "HTTPS listen address (the HTTP listener's routes over TLS, client certificates optional), or \"off\"", func(c *Config) *string { return &c.HTTPS }},
+		{"mqtts", "MQTT over TLS listen address (X.509 devices, client certificates optional), or \"off\"", func(c *Config) *string { return &c.MQTTS }},
+		{"tls-hosts", "comma-separated host names and IP addresses the TLS listeners' certificate names (this host's name is added)", func(c *Config) *string { return &c.TLSHostsText }},
+		{"tls-cert-file", "PEM server certificate (with its chain) for the TLS listeners, instead of one issued by the built-in CA", func(c *Config) *string { return &c.TLSCertFile }},
+		{"tls-key-file", "PEM private key of --tls-cert-file", func(c *Config) *string { return &c.TLSKeyFile }},
+		{"ca-key-algorithm", "key type of the built-in CA when it is created: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072", func(c *Config) *string { return &c.CAKeyAlgorithm }},
+		{"ca-passphrase-file", "file holding the passphrase that seals the CA keys (or ZEROTOUCH_CA_PASSPHRASE); without it a key file in the data directory seals them", func(c *Config) *string { return &c.CAPassphraseFile }},
+		{"cert-lifetime", "default lifetime of device certificates (e.g. 90d, 720h)", func(c *Config) *string { return &c.CertLifetimeText }},
+		{"public-url", "URL devices use to reach this server's HTTP(S) listener; certificates then name <public-url>/ca/crl as their CRL", func(c *Config) *string { return &c.PublicURL }},
 		{"mqtt-max-clients", "maximum MQTT sessions, devices and provisioning together (0: no limit; provisioning may use at most half)", func(c *Config) *string { return &c.MQTTMaxClientsText }},
 		{"telemetry-flush", "telemetry batch window: values are committed together this often, and a crash loses at most this much (e.g. 500ms, 2s)", func(c *Config) *string { return &c.TelemetryFlushText }},
 		{"telemetry-retention", "how long telemetry values are kept (e.g. 30d, 72h; 0: forever); latest values and attributes are kept", func(c *Config) *string { return &c.TelemetryRetentionText }},
@@ -141,13 +185,16 @@ func (c *Config) LoadEnv(lookup func(string) (string, bool)) {
 	if v, ok := lookup("ZEROTOUCH_ADMIN_KEY"); ok && v != "" {
 		c.AdminKey = v
 	}
+	if v, ok := lookup("ZEROTOUCH_CA_PASSPHRASE"); ok && v != "" {
+		c.CAPassphrase = []byte(v)
+	}
 }
 
 // Finish reads the admin key file (when the key did not come from the
 // environment) and validates everything. Errors say what to fix.
-func (c *Config) Finish() error {
+func (c *Config) Finish() (err error) {
 	var errs []error
-	for _, l := range []struct{ name, addr string }{{"http", c.HTTP}, {"mqtt", c.MQTT}} {
+	for _, l := range []struct{ name, addr string }{{"http", c.HTTP}, {"mqtt", c.MQTT}, {"https", c.HTTPS}, {"mqtts", c.MQTTS}} {
 		if err := checkAddr(l.addr); err != nil {
 			errs = append(errs, fmt.Errorf("--%s %q: %w", l.name, l.addr, err))
 		}
@@ -182,6 +229,30 @@ func (c *Config) Finish() error {
 	} else {
 		c.DeviceRate = r
 	}
+	if len(c.TLSHosts()) == 0 && c.TLSCertFile == "" && (c.HTTPS != Off || c.MQTTS != Off) {
+		errs = append(errs, errors.New("--tls-hosts is empty: name at least one host for the TLS listeners' certificate"))
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file go together: give both or neither"))
+	}
+	if d, err := ParseDuration(c.CertLifetimeText); err != nil || d < time.Hour || d > 20*365*24*time.Hour {
+		errs = append(errs, fmt.Errorf("--cert-lifetime %q: want a duration from 1h to 20 years, e.g. 90d", c.CertLifetimeText))
+	} else {
+		c.CertLifetime = d
+	}
+	if c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--public-url %q: want an absolute http(s) URL, e.g. https://zt.example.com:8443", c.PublicURL))
+		}
+	}
+	if _, err := pki.ParseKeyAlgorithm(c.CAKeyAlgorithm); err != nil {
+		errs = append(errs, fmt.Errorf("--ca-key-algorithm: %w", err))
+	}
+	if len(c.CAPassphrase) == 0 && c.CAPassphraseFile != "" {
+		if c.CAPassphrase, err = pki.ReadPassphraseFile(c.CAPassphraseFile); err != nil {
+			errs = append(errs, fmt.Errorf("--ca-passphrase-file: %w", err))
+		}
+	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data must not be empty"))
 	}
@@ -206,6 +277,17 @@ func (c *Config) Finish() error {
 		errs = append(errs, errors.New("the initial admin key must be at least 16 characters long"))
 	}
 	return errors.Join(errs...)
+}
+
+// TLSHosts is TLSHostsText as a list.
+func (c Config) TLSHosts() []string {
+	var hosts []string
+	for h := range strings.SplitSeq(c.TLSHostsText, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts
 }
 
 // ParseDuration parses a Go duration ("500ms", "72h") or a number of days
@@ -252,6 +334,9 @@ func (c Config) Redacted() string {
 	s := string(b)
 	if c.AdminKey != "" {
 		s += "admin-key: <set, hidden>\n"
+	}
+	if len(c.CAPassphrase) > 0 {
+		s += "ca-passphrase: <set, hidden>\n"
 	}
 	return s
 }

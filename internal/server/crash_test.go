@@ -54,7 +54,7 @@ func startProcess(t *testing.T, dataDir string) *process {
 		t.Fatal(err)
 	}
 	httpAddr, mqttAddr := freePort(t), freePort(t)
-	cmd := exec.Command(bin, "serve", "--data", dataDir, "--http", httpAddr, "--mqtt", mqttAddr)
+	cmd := exec.Command(bin, "serve", "--data", dataDir, "--http", httpAddr, "--mqtt", mqttAddr, "--https", "off", "--mqtts", "off")
 	cmd.Env = append(os.Environ(), "ZEROTOUCH_ADMIN_KEY="+testAdminKey)
 	p := &process{cmd: cmd, stderr: &bytes.Buffer{}, node: &node{t: t, baseURL: "http://" + httpAddr, mqtt: mqttAddr}}
 	cmd.Stderr = p.stderr

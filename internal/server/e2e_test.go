@@ -37,6 +37,8 @@ func startNode(t testing.TB, dataDir string) *node {
 	cfg.DataDir = dataDir
 	cfg.HTTP = "127.0.0.1:0"
 	cfg.MQTT = "127.0.0.1:0"
+	cfg.HTTPS = "127.0.0.1:0"
+	cfg.MQTTS = "127.0.0.1:0"
 	cfg.AdminKey = testAdminKey
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {

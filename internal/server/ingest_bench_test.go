@@ -587,7 +587,7 @@ func startZerotouch(b *testing.B, dataDir string) *benchServer {
 		dataDir = b.TempDir()
 	}
 	httpAddr, mqttAddr := freeAddr(b), freeAddr(b)
-	args := append([]string{"serve", "--data", dataDir, "--http", httpAddr, "--mqtt", mqttAddr}, benchZerotouchFlags...)
+	args := append([]string{"serve", "--data", dataDir, "--http", httpAddr, "--mqtt", mqttAddr, "--https", "off", "--mqtts", "off"}, benchZerotouchFlags...)
 	s := &benchServer{name: "zerotouch", mqtt: mqttAddr, data: dataDir, args: args,
 		node: &node{t: b, baseURL: "http://" + httpAddr, mqtt: mqttAddr}}
 	s.start(b, bin, []string{"ZEROTOUCH_ADMIN_KEY=" + testAdminKey}, s.zerotouchReady)

@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"github.com/zerotouch/zerotouch/internal/dialect/thingsboard"
 	"github.com/zerotouch/zerotouch/internal/hub"
 	"github.com/zerotouch/zerotouch/internal/metrics"
+	"github.com/zerotouch/zerotouch/internal/pki"
 	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/secret"
@@ -45,9 +47,12 @@ type Server struct {
 	devices  *device.Service
 	hub      *hub.Hub
 	http     *http.Server
+	pki      *nodePKI
 	httpAddr net.Addr
 	mqttAddr net.Addr
-	httpDone chan error
+	// httpsAddr and mqttsAddr are the TLS listeners' addresses.
+	httpsAddr, mqttsAddr net.Addr
+	httpDone             chan error // one result per HTTP(S) listener served
 }
 
 // Options are what a node needs besides its configuration.
@@ -85,6 +90,10 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	tsPath := filepath.Join(cfg.DataDir, TelemetryFile)
 	if s.tstore, err = sqlite.OpenTelemetry(ctx, tsPath, sqlite.TelemetryOptions{Logger: log}); err != nil {
 		return s, fmt.Errorf("open database %s: %w", tsPath, err)
+	}
+
+	if s.pki, err = openPKI(ctx, cfg, s.store, changes, log); err != nil {
+		return s, err
 	}
 
 	m := metrics.New()
@@ -158,13 +167,19 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 			return s, listenError("MQTT", "--mqtt", cfg.MQTT, err)
 		}
 	}
+	if cfg.MQTTS != config.Off {
+		if s.mqttsAddr, err = s.hub.ListenTLS("mqtts", cfg.MQTTS, s.pki.tlsConfig()); err != nil {
+			return s, listenError("MQTTS", "--mqtts", cfg.MQTTS, err)
+		}
+	}
 
 	mux := http.NewServeMux()
 	mux.Handle("POST /api/v1/provision", tb)
 	for _, pattern := range thingsboard.HTTPRoutes {
 		mux.Handle(pattern, tbDevices)
 	}
-	mux.Handle("/api/", api.New(api.Options{Store: s.store, Logger: log, Devices: s.devices}))
+	mux.Handle("/api/", api.New(api.Options{Store: s.store, Logger: log, Devices: s.devices, Certificates: s.pki.certs}))
+	s.pki.routes(mux)
 	mux.Handle("GET /metrics", m.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
@@ -175,25 +190,40 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		}
 		io.WriteString(w, "ok\n")
 	})
-	var httpLn net.Listener
+	var httpLns []net.Listener
+	closeLns := func() {
+		for _, ln := range httpLns {
+			ln.Close()
+		}
+	}
 	if cfg.HTTP != config.Off {
-		if httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
+		ln, err := net.Listen("tcp", cfg.HTTP)
+		if err != nil {
 			return s, listenError("HTTP", "--http", cfg.HTTP, err)
 		}
-		s.httpAddr = httpLn.Addr()
+		s.httpAddr = ln.Addr()
+		httpLns = append(httpLns, ln)
+	}
+	if cfg.HTTPS != config.Off {
+		ln, err := net.Listen("tcp", cfg.HTTPS)
+		if err != nil {
+			closeLns()
+			return s, listenError("HTTPS", "--https", cfg.HTTPS, err)
+		}
+		s.httpsAddr = ln.Addr()
+		httpLns = append(httpLns, tls.NewListener(ln, s.pki.tlsConfig()))
 	}
 	// Only now that every address is bound: a start that fails on a busy
 	// port must not consume the one-time display of a generated key.
 	if err := bootstrapAdminKey(ctx, s.store, cfg.AdminKey, opts.Banner); err != nil {
-		if httpLn != nil {
-			httpLn.Close()
-		}
+		closeLns()
 		return s, err
 	}
 	if err := s.hub.Start(); err != nil {
+		closeLns()
 		return s, err
 	}
-	if httpLn != nil {
+	if len(httpLns) > 0 {
 		s.http = &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -205,10 +235,13 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 			MaxHeaderBytes: 64 << 10,
 			ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
-		s.httpDone = make(chan error, 1)
-		go func() { s.httpDone <- s.http.Serve(httpLn) }()
+		s.httpDone = make(chan error, len(httpLns))
+		for _, ln := range httpLns {
+			go func() { s.httpDone <- s.http.Serve(ln) }()
+		}
 	}
-	log.Info("zerotouch is running", "data", cfg.DataDir, "http", addrString(s.httpAddr), "mqtt", addrString(s.mqttAddr))
+	log.Info("zerotouch is running", "data", cfg.DataDir, "http", addrString(s.httpAddr), "https", addrString(s.httpsAddr),
+		"mqtt", addrString(s.mqttAddr), "mqtts", addrString(s.mqttsAddr))
 	return s, nil
 }
 
@@ -261,6 +294,15 @@ func (s *Server) HTTPAddr() net.Addr { return s.httpAddr }
 // MQTTAddr is the bound MQTT address, nil when off.
 func (s *Server) MQTTAddr() net.Addr { return s.mqttAddr }
 
+// HTTPSAddr is the bound HTTPS address, nil when the listener is off.
+func (s *Server) HTTPSAddr() net.Addr { return s.httpsAddr }
+
+// MQTTSAddr is the bound MQTT-over-TLS address, nil when the listener is off.
+func (s *Server) MQTTSAddr() net.Addr { return s.mqttsAddr }
+
+// CA is the node's built-in CA.
+func (s *Server) CA() *pki.CA { return s.pki.certs.CA() }
+
 // Store is the node's store (for tests and embedding).
 func (s *Server) Store() registry.Store { return s.store }
 
@@ -297,6 +339,9 @@ func (s *Server) Close(ctx context.Context) error {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		errs = append(errs, s.devices.Close(wctx))
 		cancel()
+	}
+	if s.pki != nil {
+		s.pki.close()
 	}
 	if s.tstore != nil {
 		errs = append(errs, s.tstore.Close())

@@ -1,0 +1,222 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zerotouch/zerotouch/internal/config"
+	"github.com/zerotouch/zerotouch/internal/pki"
+	"github.com/zerotouch/zerotouch/internal/provision"
+	"github.com/zerotouch/zerotouch/internal/registry"
+)
+
+// CADir is the built-in CA's directory inside the data directory.
+const CADir = "ca"
+
+// Lifetimes of what the node makes for itself.
+const (
+	// serverCertLifetime: the TLS listeners' certificate from the built-in
+	// CA, renewed at two thirds of it (devices trust the CA, not this
+	// certificate, so renewing it is invisible to them).
+	serverCertLifetime = 30 * 24 * time.Hour
+	// crlValidity: relying parties refetch the CRL by then; it is rebuilt
+	// on every revocation and daily.
+	crlValidity  = 7 * 24 * time.Hour
+	crlRebuildAt = 24 * time.Hour
+)
+
+// nodePKI is the built-in CA and what the TLS listeners need from it: the
+// server certificate (renewed in the background) and the CRL (rebuilt on
+// every revocation).
+type nodePKI struct {
+	log   *slog.Logger
+	store registry.Store
+	certs *provision.Certificates
+	hosts []string
+	// operator is true when the server certificate came from the operator
+	// (--tls-cert-file): it is then never renewed here.
+	operator   bool
+	serverCert atomic.Pointer[tls.Certificate]
+	crl        atomic.Pointer[pki.CRL]
+
+	rebuild   chan struct{} // a revocation happened (buffered, 1)
+	stop      chan struct{}
+	closeOnce sync.Once
+	done      sync.WaitGroup
+}
+
+// openPKI opens (on first start: creates) the built-in CA, and prepares
+// the server certificate and the CRL.
+func openPKI(ctx context.Context, cfg config.Config, store registry.Store, changes *registry.Changes, log *slog.Logger) (*nodePKI, error) {
+	alg, err := pki.ParseKeyAlgorithm(cfg.CAKeyAlgorithm)
+	if err != nil {
+		return nil, err
+	}
+	crlURL := ""
+	if cfg.PublicURL != "" {
+		crlURL = strings.TrimSuffix(cfg.PublicURL, "/") + "/ca/crl"
+	}
+	ca, err := pki.Open(ctx, filepath.Join(cfg.DataDir, CADir), pki.Options{
+		KeyAlgorithm: alg,
+		Passphrase:   cfg.CAPassphrase,
+		LeafLifetime: cfg.CertLifetime,
+		CRLURL:       crlURL,
+		Logger:       log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("built-in CA: %w", err)
+	}
+	p := &nodePKI{
+		log:     log,
+		store:   store,
+		certs:   provision.NewCertificates(store, ca, log),
+		hosts:   tlsHosts(cfg.TLSHosts()),
+		rebuild: make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+	}
+	if cfg.TLSCertFile != "" {
+		c, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert-file/--tls-key-file: %w", err)
+		}
+		p.operator = true
+		p.serverCert.Store(&c)
+	} else if err := p.renewServerCert(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.rebuildCRL(ctx); err != nil {
+		return nil, err
+	}
+	changes.Subscribe(func(ch registry.Change) {
+		if ch.Kind == registry.ChangeCertificatesRevoked {
+			select {
+			case p.rebuild <- struct{}{}:
+			default:
+			}
+		}
+	})
+	p.done.Add(1)
+	go p.maintain()
+	return p, nil
+}
+
+// tlsHosts adds this host's name to the configured names.
+func tlsHosts(configured []string) []string {
+	hosts := slices.Clone(configured)
+	if h, err := os.Hostname(); err == nil && h != "" && !slices.Contains(hosts, h) {
+		hosts = append(hosts, h)
+	}
+	return hosts
+}
+
+// renewServerCert issues a server certificate for the configured hosts and
+// records it, like every certificate the CA issues.
+func (p *nodePKI) renewServerCert(ctx context.Context) error {
+	c, iss, err := p.certs.CA().IssueServerCertificate(p.hosts, serverCertLifetime)
+	if err != nil {
+		return fmt.Errorf("server certificate for %s: %w", strings.Join(p.hosts, ", "), err)
+	}
+	rec := registry.Certificate{
+		Serial: iss.Serial, OrgID: registry.DefaultOrgID, Issuer: iss.IssuerID, Fingerprint: iss.Fingerprint,
+		CommonName: iss.Certificate.Subject.CommonName, NotBefore: iss.Certificate.NotBefore.UTC(), NotAfter: iss.Certificate.NotAfter.UTC(),
+		Status: registry.CertificateActive, PEM: string(iss.PEM()),
+	}
+	if err := p.store.RecordCertificates(ctx, []registry.Certificate{rec}); err != nil {
+		return fmt.Errorf("record the server certificate: %w", err)
+	}
+	p.serverCert.Store(c)
+	p.log.Info("TLS server certificate issued by the built-in CA", "hosts", strings.Join(p.hosts, ","), "serial", iss.Serial, "notAfter", c.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	return nil
+}
+
+// rebuildCRL signs a new CRL from the store's revoked certificates.
+func (p *nodePKI) rebuildCRL(ctx context.Context) error {
+	crl, err := p.certs.CRL(ctx, crlValidity)
+	if err != nil {
+		return fmt.Errorf("build the CRL: %w", err)
+	}
+	p.crl.Store(crl)
+	return nil
+}
+
+// maintain rebuilds the CRL on revocations and daily, and renews the
+// server certificate at two thirds of its life, until close.
+func (p *nodePKI) maintain() {
+	defer p.done.Done()
+	tick := time.NewTicker(time.Minute)
+	defer tick.Stop()
+	for {
+		revoked := false
+		select {
+		case <-p.stop:
+			return
+		case <-p.rebuild:
+			revoked = true
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if revoked || time.Since(p.crl.Load().ThisUpdate) > crlRebuildAt {
+			if err := p.rebuildCRL(ctx); err != nil {
+				p.log.Error("CRL not rebuilt; the previous one is served", "error", err)
+			}
+		}
+		if c := p.serverCert.Load(); !p.operator && time.Until(c.Leaf.NotAfter) < serverCertLifetime/3 {
+			if err := p.renewServerCert(ctx); err != nil {
+				p.log.Error("server certificate not renewed; retrying in a minute", "error", err, "notAfter", c.Leaf.NotAfter)
+			}
+		}
+		cancel()
+	}
+}
+
+func (p *nodePKI) close() {
+	p.closeOnce.Do(func() { close(p.stop) })
+	p.done.Wait()
+}
+
+// tlsConfig is the TLS listeners' configuration: TLS 1.2 and up with Go's
+// modern cipher suites, the current server certificate, and a client
+// certificate requested, not required (token devices connect without one;
+// a device-supplied certificate is matched by fingerprint at CONNECT).
+func (p *nodePKI) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return p.serverCert.Load(), nil
+		},
+		ClientAuth: tls.RequestClientCert,
+	}
+}
+
+// routes adds the public CA routes: the chain (PEM) and the CRL (DER,
+// or PEM with the .pem suffix). They need no API key: relying parties and
+// devices fetch them.
+func (p *nodePKI) routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /ca/chain.pem", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/pem-certificate-chain")
+		w.Write(p.certs.CA().Chain())
+	})
+	mux.HandleFunc("GET /ca/crl", func(w http.ResponseWriter, r *http.Request) {
+		crl := p.crl.Load()
+		w.Header().Set("Content-Type", "application/pkix-crl")
+		w.Header().Set("Last-Modified", crl.ThisUpdate.UTC().Format(http.TimeFormat))
+		w.Header().Set("Expires", crl.NextUpdate.UTC().Format(http.TimeFormat))
+		w.Write(crl.DER)
+	})
+	mux.HandleFunc("GET /ca/crl.pem", func(w http.ResponseWriter, r *http.Request) {
+		crl := p.crl.Load()
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		w.Header().Set("Last-Modified", crl.ThisUpdate.UTC().Format(http.TimeFormat))
+		w.Write(crl.PEM())
+	})
+}

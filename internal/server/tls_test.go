@@ -1,0 +1,317 @@
+package server
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/zerotouch/zerotouch/internal/testutil"
+)
+
+// The built-in CA end to end: the TLS listeners, certificates issued
+// through the management API (from a CSR, and with a server-generated
+// key), devices connecting to MQTTS with them — paho and mosquitto_pub —
+// revocation that ends the session and the next handshake, and the CRL.
+
+type certOut struct {
+	Serial           string `json:"serial"`
+	DeviceID         string `json:"deviceId"`
+	Fingerprint      string `json:"fingerprint"`
+	CommonName       string `json:"commonName"`
+	Status           string `json:"status"`
+	RevocationReason string `json:"revocationReason"`
+}
+
+type issuedOut struct {
+	Certificate    certOut `json:"certificate"`
+	Credential     credOut `json:"credential"`
+	CertificatePEM string  `json:"certificatePem"`
+	ChainPEM       string  `json:"chainPem"`
+	PrivateKeyPEM  string  `json:"privateKeyPem"`
+}
+
+// caPool is the node's CA chain, fetched from its public route.
+func (n *node) caPool(t *testing.T) (*x509.CertPool, []byte) {
+	t.Helper()
+	code, body := get(t, n.baseURL+"/ca/chain.pem")
+	if code != http.StatusOK {
+		t.Fatalf("GET /ca/chain.pem: %d", code)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(body)) {
+		t.Fatal("/ca/chain.pem holds no certificate")
+	}
+	return pool, []byte(body)
+}
+
+// deviceKeyAndCSR makes a device key pair and a CSR for cn.
+func deviceKeyAndCSR(t *testing.T, cn string) (keyPEM, csrPEM string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+}
+
+// connectTLS opens a device session on MQTTS with a client certificate and
+// no user name; lost receives the error that ends it.
+func (n *node) connectTLS(t *testing.T, pool *x509.CertPool, certPEM, keyPEM string) (mqtt.Client, chan error, error) {
+	t.Helper()
+	cert, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := make(chan error, 1)
+	opts := mqtt.NewClientOptions().AddBroker("ssl://" + n.srv.MQTTSAddr().String()).SetClientID(fmt.Sprint("x509-", time.Now().UnixNano())).
+		SetTLSConfig(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}).
+		SetConnectTimeout(5 * time.Second).SetAutoReconnect(false).SetConnectRetry(false).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) { lost <- err })
+	c := mqtt.NewClient(opts)
+	tok := c.Connect()
+	if !tok.WaitTimeout(10 * time.Second) {
+		return nil, nil, fmt.Errorf("connect timed out")
+	}
+	if tok.Error() != nil {
+		return nil, nil, tok.Error()
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	return c, lost, nil
+}
+
+func TestX509DevicesOnTheBuiltInCA(t *testing.T) {
+	n := startNode(t, "")
+	pool, chainPEM := n.caPool(t)
+	p := n.createProfile("x509", "allow-create", "ACCESS_TOKEN", "never")
+	devID, _ := n.provisionedDevice(p, "press-7")
+
+	// HTTPS serves the same routes, under a certificate of the CA.
+	httpsClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := httpsClient.Get("https://" + n.srv.HTTPSAddr().String() + "/healthz")
+	if err != nil {
+		t.Fatalf("HTTPS with the CA chain: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTPS /healthz: %d", resp.StatusCode)
+	}
+
+	// A CSR made on the device: the key never leaves it.
+	keyPEM, csrPEM := deviceKeyAndCSR(t, "press-7")
+	var issued issuedOut
+	if code := n.api("POST", "/api/devices/"+devID+"/certificates", map[string]any{"csr": csrPEM, "lifetime": "30d"}, &issued); code != http.StatusCreated {
+		t.Fatalf("issue from CSR: %d", code)
+	}
+	if issued.Certificate.CommonName != "press-7" || issued.Credential.Type != "X509_CERTIFICATE" || issued.PrivateKeyPEM != "" {
+		t.Fatalf("issued %+v", issued)
+	}
+	leaf := parseCertPEM(t, issued.CertificatePEM)
+	if got := leaf.NotAfter.Sub(leaf.NotBefore); got < 29*24*time.Hour || got > 31*24*time.Hour {
+		t.Errorf("lifetime %v, asked 30d", got)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("issued certificate does not verify against /ca/chain.pem: %v", err)
+	}
+
+	c, lost, err := n.connectTLS(t, pool, issued.CertificatePEM, keyPEM)
+	if err != nil {
+		t.Fatalf("MQTTS connect with the issued certificate: %v", err)
+	}
+	publish(t, c, "v1/devices/me/telemetry", 1, `{"pressure":7.5}`)
+	if got := n.latest(devID); compact(got["pressure"].Value) != "7.5" {
+		t.Errorf("telemetry over MQTTS not stored: %v", got)
+	}
+
+	// mosquitto_pub, a client nobody here wrote, with the same files.
+	if pub := testutil.RequireTool(t, "mosquitto_pub"); pub != "" {
+		dir := t.TempDir()
+		files := map[string]string{"ca.pem": string(chainPEM), "cert.pem": issued.CertificatePEM, "key.pem": keyPEM}
+		for name, content := range files {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		host, port := splitHostPort(t, n.srv.MQTTSAddr().String())
+		out, err := exec.Command(pub, "-h", host, "-p", port, "-i", "press-7-mosquitto", "-q", "1",
+			"--cafile", filepath.Join(dir, "ca.pem"), "--cert", filepath.Join(dir, "cert.pem"), "--key", filepath.Join(dir, "key.pem"),
+			"-t", "v1/devices/me/telemetry", "-m", `{"pressure":8.25}`).CombinedOutput()
+		if err != nil {
+			t.Fatalf("mosquitto_pub --cert: %v\n%s", err, out)
+		}
+		if got := n.latest(devID); compact(got["pressure"].Value) != "8.25" {
+			t.Errorf("telemetry from mosquitto_pub not stored: %v", got)
+		}
+	}
+
+	// A key generated by the server, returned once.
+	var gen issuedOut
+	if code := n.api("POST", "/api/devices/"+devID+"/certificates", map[string]any{"generateKey": true, "keyAlgorithm": "ecdsa-p384"}, &gen); code != http.StatusCreated {
+		t.Fatalf("issue with a generated key: %d", code)
+	}
+	if !strings.Contains(gen.PrivateKeyPEM, "PRIVATE KEY") {
+		t.Fatal("no private key in the answer of generateKey")
+	}
+	if _, _, err := n.connectTLS(t, pool, gen.CertificatePEM, gen.PrivateKeyPEM); err != nil {
+		t.Fatalf("MQTTS with the server-generated key: %v", err)
+	}
+
+	// Revocation bites at once: the live session ends, the next connect
+	// fails, and the CRL lists the serial.
+	var revoked certOut
+	if code := n.api("POST", "/api/certificates/"+issued.Certificate.Serial+"/revoke", map[string]string{"reason": "keyCompromise"}, &revoked); code != http.StatusOK {
+		t.Fatalf("revoke: %d", code)
+	}
+	if revoked.Status != "revoked" || revoked.RevocationReason != "keyCompromise" {
+		t.Errorf("revoked record %+v", revoked)
+	}
+	select {
+	case <-lost:
+	case <-time.After(5 * time.Second):
+		t.Error("the live session with the revoked certificate is still open")
+	}
+	if _, _, err := n.connectTLS(t, pool, issued.CertificatePEM, keyPEM); err == nil {
+		t.Error("a new connection with the revoked certificate was accepted")
+	}
+	// The CRL is rebuilt in the background, at once.
+	crl := n.crl(t)
+	for deadline := time.Now().Add(5 * time.Second); !crlLists(crl, issued.Certificate.Serial) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		crl = n.crl(t)
+	}
+	if !crlLists(crl, issued.Certificate.Serial) {
+		t.Errorf("CRL %v does not list the revoked serial %s", crl.RevokedCertificateEntries, issued.Certificate.Serial)
+	}
+	if crlLists(crl, gen.Certificate.Serial) {
+		t.Error("CRL lists a certificate that was not revoked")
+	}
+	if _, _, err := n.connectTLS(t, pool, gen.CertificatePEM, gen.PrivateKeyPEM); err != nil {
+		t.Errorf("the device's other certificate stopped working: %v", err)
+	}
+
+	// Listing: the device's certificates, and those to renew.
+	var list struct{ Items []certOut }
+	n.api("GET", "/api/devices/"+devID+"/certificates", nil, &list)
+	if len(list.Items) != 2 {
+		t.Errorf("device lists %d certificates, want 2", len(list.Items))
+	}
+	// To renew within 31 days: only the listeners' own certificate (30
+	// days); the 30-day device certificate is revoked, the other has 90.
+	var expiring struct{ Items []certOut }
+	n.api("GET", "/api/certificates?status=active&expiresWithin=31d", nil, &expiring)
+	if len(expiring.Items) != 1 || expiring.Items[0].DeviceID != "" {
+		t.Errorf("expiring within 31d: %+v, want only the server certificate", expiring.Items)
+	}
+}
+
+// TestCertificateRequestsRefused: bad CSRs get a 422 with the reason, and
+// nothing is recorded.
+func TestCertificateRequestsRefused(t *testing.T) {
+	n := startNode(t, "")
+	p := n.createProfile("x509", "allow-create", "ACCESS_TOKEN", "never")
+	devID, _ := n.provisionedDevice(p, "lathe-1")
+	_, other := deviceKeyAndCSR(t, "somebody-else")
+	weak, err := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	weakDER, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "lathe-1"}}, weak)
+	weakPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: weakDER}))
+	for _, tc := range []struct {
+		name string
+		body map[string]any
+		code int
+		want string
+	}{
+		{"garbage", map[string]any{"csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"}, 422, "request"},
+		{"another name", map[string]any{"csr": other}, 422, "somebody-else"},
+		{"weak curve", map[string]any{"csr": weakPEM}, 422, "P-224"},
+		{"neither", map[string]any{}, 422, "either"},
+		{"bad lifetime", map[string]any{"generateKey": true, "lifetime": "soon"}, 422, "lifetime"},
+		{"unknown field", map[string]any{"csr": other, "isCA": true}, 400, "isCA"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var e struct{ Code, Message string }
+			if code := n.api("POST", "/api/devices/"+devID+"/certificates", tc.body, &e); code != tc.code || !strings.Contains(e.Message, tc.want) {
+				t.Errorf("HTTP %d %q, want %d mentioning %q", code, e.Message, tc.code, tc.want)
+			}
+		})
+	}
+	var list struct{ Items []certOut }
+	n.api("GET", "/api/devices/"+devID+"/certificates", nil, &list)
+	if len(list.Items) != 0 {
+		t.Errorf("refused requests left %d certificates", len(list.Items))
+	}
+}
+
+func parseCertPEM(t *testing.T, s string) *x509.Certificate {
+	t.Helper()
+	b, _ := pem.Decode([]byte(s))
+	if b == nil {
+		t.Fatalf("not PEM: %q", s)
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// crl fetches /ca/crl and checks its signature by the issuing CA.
+func (n *node) crl(t *testing.T) *x509.RevocationList {
+	t.Helper()
+	resp, err := http.Get(n.baseURL + "/ca/crl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	der, _ := io.ReadAll(resp.Body)
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatalf("GET /ca/crl: %v", err)
+	}
+	if err := crl.CheckSignatureFrom(n.srv.CA().Issuer()); err != nil {
+		t.Fatalf("CRL signature: %v", err)
+	}
+	return crl
+}
+
+func crlLists(crl *x509.RevocationList, serialHex string) bool {
+	want, _ := new(big.Int).SetString(serialHex, 16)
+	for _, e := range crl.RevokedCertificateEntries {
+		if e.SerialNumber.Cmp(want) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func splitHostPort(t *testing.T, addr string) (string, string) {
+	t.Helper()
+	i := strings.LastIndexByte(addr, ':')
+	return addr[:i], addr[i+1:]
+}
