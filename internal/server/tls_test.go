@@ -47,7 +47,7 @@ type issuedOut struct {
 }
 
 // caPool is the node's CA chain, fetched from its public route.
-func (n *node) caPool(t *testing.T) (*x509.CertPool, []byte) {
+func (n *node) caPool(t testing.TB) (*x509.CertPool, []byte) {
 	t.Helper()
 	code, body := get(t, n.baseURL+"/ca/chain.pem")
 	if code != http.StatusOK {
@@ -61,7 +61,7 @@ func (n *node) caPool(t *testing.T) (*x509.CertPool, []byte) {
 }
 
 // deviceKeyAndCSR makes a device key pair and a CSR for cn.
-func deviceKeyAndCSR(t *testing.T, cn string) (keyPEM, csrPEM string) {
+func deviceKeyAndCSR(t testing.TB, cn string) (keyPEM, csrPEM string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
