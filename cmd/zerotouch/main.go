@@ -72,6 +72,8 @@ func newRootCmd() *cobra.Command {
 		newRPCCmd(client),
 		newAuditCmd(client),
 		newAPIKeyCmd(client),
+		newCACmd(client),
+		newCertCmd(client),
 	)
 	return root
 }

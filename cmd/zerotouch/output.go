@@ -83,11 +83,29 @@ type call func(ctx context.Context, cmd *cobra.Command, args []string, c *apicli
 // run checks the persistent flags, builds the client and runs fn, turning
 // a connection failure into advice.
 func (o *clientOptions) run(fn call) func(*cobra.Command, []string) error {
+	return o.runWith(true, fn)
+}
+
+// runPublic is run for commands that call only the server's public routes
+// (the CA chain, the CRL): no API key is needed.
+func (o *clientOptions) runPublic(fn call) func(*cobra.Command, []string) error {
+	return o.runWith(false, fn)
+}
+
+// checkOutput refuses an unknown -o value.
+func (o *clientOptions) checkOutput(cmd *cobra.Command) error {
+	if o.output != outputTable && o.output != outputJSON {
+		return usageError(cmd, fmt.Errorf("unknown output format %q (want table or json)", o.output))
+	}
+	return nil
+}
+
+func (o *clientOptions) runWith(needKey bool, fn call) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
-		if o.output != outputTable && o.output != outputJSON {
-			return usageError(cmd, fmt.Errorf("unknown output format %q (want table or json)", o.output))
+		if err := o.checkOutput(cmd); err != nil {
+			return err
 		}
-		if o.key() == "" {
+		if needKey && o.key() == "" {
 			return usageError(cmd, errors.New("no API key: set --api-key or ZEROTOUCH_API_KEY"))
 		}
 		c, err := apiclient.New(o.server, o.key())

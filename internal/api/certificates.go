@@ -15,7 +15,8 @@ import (
 // CAInfo describes the built-in CA (GET /api/ca). Keys are never shown.
 type CAInfo struct {
 	Issuer CACertificate `json:"issuer"`
-	Root   CACertificate `json:"root"`
+	// Root is absent for an imported CA given without its root.
+	Root *CACertificate `json:"root,omitempty"`
 	// IssuerID is what certificate records name as their issuer.
 	IssuerID string `json:"issuerId"`
 	// ChainPEM is the issuing CA then the root: what devices trust.
@@ -77,10 +78,15 @@ func (s *server) getCA(w http.ResponseWriter, r *http.Request, key *registry.API
 		return CACertificate{Subject: c.Subject.String(), Serial: pki.SerialHex(c.SerialNumber), Fingerprint: pki.Fingerprint(c.Raw),
 			NotBefore: c.NotBefore.UTC(), NotAfter: c.NotAfter.UTC()}
 	}
-	writeJSON(w, http.StatusOK, CAInfo{
-		Issuer: describe(ca.Issuer()), Root: describe(ca.Root()), IssuerID: ca.IssuerID(),
+	info := CAInfo{
+		Issuer: describe(ca.Issuer()), IssuerID: ca.IssuerID(),
 		ChainPEM: string(ca.Chain()), CRLPath: "/ca/crl", ChainPath: "/ca/chain.pem",
-	})
+	}
+	if root := ca.Root(); root != nil {
+		r := describe(root)
+		info.Root = &r
+	}
+	writeJSON(w, http.StatusOK, info)
 	return nil
 }
 
@@ -152,8 +158,23 @@ func (s *server) listCertificates(w http.ResponseWriter, r *http.Request, key *r
 	return nil
 }
 
+// serialParam is the {serial} path parameter in the records' spelling
+// (lowercase hex, no leading zeros), whatever the caller's: openssl prints
+// AA:BB:…, others uppercase.
+func serialParam(r *http.Request) (string, error) {
+	raw := r.PathValue("serial")
+	n, err := pki.ParseSerial(raw)
+	if err != nil {
+		return "", badRequest("serial %q: want a certificate serial number in hex", raw)
+	}
+	return pki.SerialHex(n), nil
+}
+
 func (s *server) getCertificate(w http.ResponseWriter, r *http.Request, key *registry.APIKey) error {
-	serial := r.PathValue("serial")
+	serial, err := serialParam(r)
+	if err != nil {
+		return err
+	}
 	c, err := s.store.GetCertificate(r.Context(), key.OrgID, serial)
 	if err != nil {
 		return notFound("certificate", serial, err)
@@ -172,7 +193,10 @@ func (s *server) revokeCertificate(w http.ResponseWriter, r *http.Request, key *
 			return err
 		}
 	}
-	serial := r.PathValue("serial")
+	serial, err := serialParam(r)
+	if err != nil {
+		return err
+	}
 	c, err := s.certs.Revoke(r.Context(), key.OrgID, serial, req.Reason, "api-key:"+key.ID, clientIP(r))
 	if err != nil {
 		return notFound("certificate", serial, err)

@@ -4,6 +4,7 @@ package apiclient
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -88,11 +89,33 @@ type request struct {
 	size         int64
 	// long lifts RequestTimeout: the call's context bounds it.
 	long bool
+	// public routes are called without the API key.
+	public bool
+	// accept is the Accept header; application/json when empty.
+	accept string
 }
 
 // do sends the request and decodes a 2xx answer into out (when not nil);
 // other answers become *Error.
 func (c *Client) do(ctx context.Context, r request, out any) error {
+	resp, err := c.send(ctx, r)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body) // lets the connection be reused
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decoding answer: %w", r.method, r.path, err)
+	}
+	return nil
+}
+
+// send sends the request and returns a 2xx answer, whose body the caller
+// closes; other answers become *Error.
+func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 	u := *c.base
 	u.Path += r.path
 	u.RawQuery = r.query.Encode()
@@ -104,31 +127,35 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 		if r.in != nil {
 			b, err := json.Marshal(r.in)
 			if err != nil {
-				return fmt.Errorf("encoding request: %w", err)
+				return nil, fmt.Errorf("encoding request: %w", err)
 			}
 			body, size, r.contentType = bytes.NewReader(b), int64(len(b)), "application/json"
 		}
 	}
 	req, err := http.NewRequestWithContext(ctx, r.method, u.String(), body)
 	if err != nil {
-		return fmt.Errorf("building request: %w", err)
+		return nil, fmt.Errorf("building request: %w", err)
 	}
 	if body != nil {
 		req.ContentLength = size
 		req.Header.Set("Content-Type", r.contentType)
 	}
-	req.Header.Set("Authorization", "Bearer "+c.apiKey)
-	req.Header.Set("Accept", "application/json")
+	// A public route gets no key: it needs none, and a key is sent only
+	// where it is used.
+	if !r.public {
+		req.Header.Set("Authorization", "Bearer "+c.apiKey)
+	}
+	req.Header.Set("Accept", cmp.Or(r.accept, "application/json"))
 	resp, err := hc.Do(req)
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && op.Op == "dial" {
-			return fmt.Errorf("%w: %s: %w", ErrUnreachable, c.base, err)
+			return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, c.base, err)
 		}
-		return fmt.Errorf("%s %s: %w", r.method, r.path, err)
+		return nil, fmt.Errorf("%s %s: %w", r.method, r.path, err)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		e := &Error{Status: resp.StatusCode, body: b}
 		var eb api.Error
@@ -137,16 +164,9 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 		} else {
 			e.Message = strings.TrimSpace(http.StatusText(resp.StatusCode) + ": " + string(bytes.TrimSpace(b[:min(len(b), 200)])))
 		}
-		return e
+		return nil, e
 	}
-	if out == nil {
-		_, _ = io.Copy(io.Discard, resp.Body) // lets the connection be reused
-		return nil
-	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("%s %s: decoding answer: %w", r.method, r.path, err)
-	}
-	return nil
+	return resp, nil
 }
 
 func pathOf(format string, ids ...string) string {

@@ -248,7 +248,9 @@ func (c *Config) Finish() (err error) {
 	if _, err := pki.ParseKeyAlgorithm(c.CAKeyAlgorithm); err != nil {
 		errs = append(errs, fmt.Errorf("--ca-key-algorithm: %w", err))
 	}
-	if len(c.CAPassphrase) == 0 && c.CAPassphraseFile != "" {
+	if len(c.CAPassphrase) > 0 && c.CAPassphraseFile != "" {
+		errs = append(errs, errors.New("the CA passphrase is given twice: set ZEROTOUCH_CA_PASSPHRASE or --ca-passphrase-file, not both"))
+	} else if c.CAPassphraseFile != "" {
 		if c.CAPassphrase, err = pki.ReadPassphraseFile(c.CAPassphraseFile); err != nil {
 			errs = append(errs, fmt.Errorf("--ca-passphrase-file: %w", err))
 		}

@@ -50,6 +50,15 @@ func TestInvalid(t *testing.T) {
 		{"short key", func(c *Config) { c.AdminKey = "short" }, "16 characters"},
 		{"missing key file", func(c *Config) { c.AdminKeyFile = filepath.Join(dir, "none") }, "--admin-key-file"},
 		{"empty key file", func(c *Config) { c.AdminKeyFile = empty }, "is empty"},
+		{"bad https", func(c *Config) { c.HTTPS = "8443" }, "--https"},
+		{"bad mqtts", func(c *Config) { c.MQTTS = ":x" }, "--mqtts"},
+		{"no tls hosts", func(c *Config) { c.TLSHostsText = " , " }, "--tls-hosts"},
+		{"cert without key", func(c *Config) { c.TLSCertFile = empty }, "--tls-key-file"},
+		{"ca key algorithm", func(c *Config) { c.CAKeyAlgorithm = "dsa" }, "--ca-key-algorithm"},
+		{"cert lifetime", func(c *Config) { c.CertLifetimeText = "10m" }, "--cert-lifetime"},
+		{"public url", func(c *Config) { c.PublicURL = "zt.example.com" }, "--public-url"},
+		{"passphrase twice", func(c *Config) { c.CAPassphrase = []byte("long enough passphrase"); c.CAPassphraseFile = empty }, "twice"},
+		{"missing passphrase file", func(c *Config) { c.CAPassphraseFile = filepath.Join(dir, "none") }, "--ca-passphrase-file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

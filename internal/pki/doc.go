@@ -22,10 +22,12 @@
 // imported CA has no root.key; its root.crt exists only when the imported
 // chain ends in a self-signed certificate.
 //
-// The directory is created under a temporary name and renamed into place
-// once every file is written and synced, so an interrupted first start
-// leaves no half-made CA. Files are replaced by writing a temporary file,
-// syncing it and renaming it; private files are 0600.
+// A new CA's files are written with a ".creating" marker in the directory,
+// removed once every file is written and synced: a start that finds the
+// marker knows the creation was interrupted and starts it over, so an
+// interrupted first start leaves no half-made CA. Files are replaced by
+// writing a temporary file, syncing it and renaming it; private files are
+// 0600.
 //
 // # Sealed keys
 //

@@ -95,7 +95,9 @@ func openPKI(ctx context.Context, cfg config.Config, store registry.Store, chang
 		return nil, err
 	}
 	if err := p.rebuildCRL(ctx); err != nil {
-		return nil, err
+		// An imported CA may lack the right to sign CRLs: certificates are
+		// still refused at once when revoked; only the CRL is missing.
+		log.Warn("no CRL will be published: "+err.Error()+"; /ca/crl answers 503", "error", err)
 	}
 	changes.Subscribe(func(ch registry.Change) {
 		if ch.Kind == registry.ChangeCertificatesRevoked {
@@ -165,7 +167,7 @@ func (p *nodePKI) maintain() {
 		case <-tick.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		if revoked || time.Since(p.crl.Load().ThisUpdate) > crlRebuildAt {
+		if crl := p.crl.Load(); crl != nil && (revoked || time.Since(crl.ThisUpdate) > crlRebuildAt) {
 			if err := p.rebuildCRL(ctx); err != nil {
 				p.log.Error("CRL not rebuilt; the previous one is served", "error", err)
 			}
@@ -198,6 +200,8 @@ func (p *nodePKI) tlsConfig() *tls.Config {
 	}
 }
 
+const noCRL = "this CA publishes no CRL: its certificate may not sign CRLs (see the server log)\n"
+
 // routes adds the public CA routes: the chain (PEM) and the CRL (DER,
 // or PEM with the .pem suffix). They need no API key: relying parties and
 // devices fetch them.
@@ -208,6 +212,10 @@ func (p *nodePKI) routes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET /ca/crl", func(w http.ResponseWriter, r *http.Request) {
 		crl := p.crl.Load()
+		if crl == nil {
+			http.Error(w, noCRL, http.StatusServiceUnavailable)
+			return
+		}
 		w.Header().Set("Content-Type", "application/pkix-crl")
 		w.Header().Set("Last-Modified", crl.ThisUpdate.UTC().Format(http.TimeFormat))
 		w.Header().Set("Expires", crl.NextUpdate.UTC().Format(http.TimeFormat))
@@ -215,6 +223,10 @@ func (p *nodePKI) routes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET /ca/crl.pem", func(w http.ResponseWriter, r *http.Request) {
 		crl := p.crl.Load()
+		if crl == nil {
+			http.Error(w, noCRL, http.StatusServiceUnavailable)
+			return
+		}
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		w.Header().Set("Last-Modified", crl.ThisUpdate.UTC().Format(http.TimeFormat))
 		w.Write(crl.PEM())
