@@ -1,10 +1,13 @@
 package api
 
 import (
+	"bytes"
 	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 
@@ -25,6 +28,9 @@ type CreateProfileRequest struct {
 	// an operator sets them to match devices already flashed with them.
 	ProvisionDeviceKey    string `json:"provisionDeviceKey,omitempty"`
 	ProvisionDeviceSecret string `json:"provisionDeviceSecret,omitempty"`
+	// X509CertificateChain, when set, provisions devices on their first
+	// TLS connection with a certificate chained to the CAs it holds.
+	X509CertificateChain *registry.X509ChainProvisioning `json:"x509CertificateChain,omitempty"`
 }
 
 // UpdateProfileRequest is the body of PATCH /api/profiles/{id}: absent
@@ -39,10 +45,50 @@ type UpdateProfileRequest struct {
 	// ProvisionDeviceSecret sets a chosen secret (it is not echoed back);
 	// POST /api/profiles/{id}/rotate-secret generates one instead.
 	ProvisionDeviceSecret *string `json:"provisionDeviceSecret,omitempty"`
+	// X509CertificateChain replaces the profile's X.509 chain
+	// provisioning when it is an object and removes it when it is null;
+	// absent leaves it unchanged.
+	X509CertificateChain X509ChainUpdate `json:"x509CertificateChain,omitzero"`
 	// Version, when given, is the version of the profile the change is
 	// based on (as read by the client): if the profile has been written
 	// since, the PATCH is refused with 409 instead of overwriting that write.
 	Version *int64 `json:"version,omitempty"`
+}
+
+// X509ChainUpdate is a PATCH of a profile's X.509 chain provisioning: the
+// zero value changes nothing; Set with a nil Chain (JSON null) removes it;
+// Set with a Chain replaces it. It stays comparable, so that a request can
+// be compared with the empty one.
+type X509ChainUpdate struct {
+	Set   bool
+	Chain *registry.X509ChainProvisioning
+}
+
+// UnmarshalJSON reads null or an X509ChainProvisioning object, refusing
+// unknown fields as the rest of the API does.
+func (u *X509ChainUpdate) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if bytes.Equal(b, []byte("null")) {
+		*u = X509ChainUpdate{Set: true}
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var c registry.X509ChainProvisioning
+	if err := dec.Decode(&c); err != nil {
+		return fmt.Errorf("x509CertificateChain: %w", err)
+	}
+	*u = X509ChainUpdate{Set: true, Chain: &c}
+	return nil
+}
+
+// MarshalJSON writes null or the object; the zero value is left out by
+// the request's omitzero.
+func (u X509ChainUpdate) MarshalJSON() ([]byte, error) {
+	if u.Chain == nil {
+		return []byte("null"), nil
+	}
+	return json.Marshal(u.Chain)
 }
 
 // ProfileWithSecret is a profile with its provision secret in clear: the
@@ -83,6 +129,7 @@ func (s *server) createProfile(w http.ResponseWriter, r *http.Request, key *regi
 		DefaultCredentialType: cmp.Or(req.DefaultCredentialsType, registry.CredentialAccessToken),
 		ReprovisionPolicy:     cmp.Or(req.ReprovisionPolicy, registry.ReprovisionNever),
 		ProvisionKey:          cmp.Or(req.ProvisionDeviceKey, secret.Generate(secret.TokenLength)),
+		X509Chain:             req.X509CertificateChain,
 	}
 	plain, err := setProvisionSecret(p, req.ProvisionDeviceSecret)
 	if err != nil {
@@ -165,6 +212,10 @@ func (s *server) updateProfile(w http.ResponseWriter, r *http.Request, key *regi
 			return err
 		}
 		changed = append(changed, "provisionDeviceSecret")
+	}
+	if u := req.X509CertificateChain; u.Set && !reflect.DeepEqual(u.Chain, p.X509Chain) {
+		p.X509Chain = u.Chain
+		changed = append(changed, "x509CertificateChain")
 	}
 	if err := p.Validate(); err != nil {
 		return err

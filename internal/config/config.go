@@ -53,6 +53,10 @@ type Config struct {
 	// CertLifetimeText is the default lifetime of device certificates.
 	CertLifetimeText string        `yaml:"cert-lifetime"`
 	CertLifetime     time.Duration `yaml:"-"`
+	// CertRenewalGraceText is how long a renewed device certificate stays
+	// valid when its renewal is not used.
+	CertRenewalGraceText string        `yaml:"cert-renewal-grace"`
+	CertRenewalGrace     time.Duration `yaml:"-"`
 	// PublicURL is how devices and relying parties reach the HTTP(S)
 	// listener (e.g. https://zt.example.com:8443); when set, certificates
 	// carry <PublicURL>/ca/crl as their CRL distribution point.
@@ -98,9 +102,10 @@ func Defaults() Config {
 		HTTPS:   ":8443",
 		MQTTS:   ":8883",
 		// The host's own name is added at start (see server.tlsHosts).
-		TLSHostsText:     "localhost,127.0.0.1,::1",
-		CAKeyAlgorithm:   "ecdsa-p256",
-		CertLifetimeText: "90d",
+		TLSHostsText:         "localhost,127.0.0.1,::1",
+		CAKeyAlgorithm:       "ecdsa-p256",
+		CertLifetimeText:     "90d",
+		CertRenewalGraceText: "24h",
 		// Well below the default limit of 20,000-odd open files of a
 		// process here, leaving room for HTTP, the database and provisioning.
 		MQTTMaxClientsText:     "10000",
@@ -145,6 +150,7 @@ func Settings() []Setting {
 		{"ca-key-algorithm", "key type of the built-in CA when it is created: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072", func(c *Config) *string { return &c.CAKeyAlgorithm }},
 		{"ca-passphrase-file", "file holding the passphrase that seals the CA keys (or ZEROTOUCH_CA_PASSPHRASE); without it a key file in the data directory seals them", func(c *Config) *string { return &c.CAPassphraseFile }},
 		{"cert-lifetime", "default lifetime of device certificates (e.g. 90d, 720h)", func(c *Config) *string { return &c.CertLifetimeText }},
+		{"cert-renewal-grace", "how long a renewed device certificate stays valid if the device never uses its renewal (it is revoked as soon as it does)", func(c *Config) *string { return &c.CertRenewalGraceText }},
 		{"public-url", "URL devices use to reach this server's HTTP(S) listener; certificates then name <public-url>/ca/crl as their CRL", func(c *Config) *string { return &c.PublicURL }},
 		{"mqtt-max-clients", "maximum MQTT sessions, devices and provisioning together (0: no limit; provisioning may use at most half)", func(c *Config) *string { return &c.MQTTMaxClientsText }},
 		{"telemetry-flush", "telemetry batch window: values are committed together this often, and a crash loses at most this much (e.g. 500ms, 2s)", func(c *Config) *string { return &c.TelemetryFlushText }},
@@ -239,6 +245,11 @@ func (c *Config) Finish() (err error) {
 		errs = append(errs, fmt.Errorf("--cert-lifetime %q: want a duration from 1h to 20 years, e.g. 90d", c.CertLifetimeText))
 	} else {
 		c.CertLifetime = d
+	}
+	if d, err := ParseDuration(c.CertRenewalGraceText); err != nil || d < time.Minute || d > 365*24*time.Hour {
+		errs = append(errs, fmt.Errorf("--cert-renewal-grace %q: want a duration from 1m to 365d, e.g. 24h", c.CertRenewalGraceText))
+	} else {
+		c.CertRenewalGrace = d
 	}
 	if c.PublicURL != "" {
 		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

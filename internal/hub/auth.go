@@ -1,10 +1,8 @@
 package hub
 
 import (
+	"cmp"
 	"context"
-	"crypto/sha256"
-	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -65,26 +63,36 @@ func (h *Hub) connect(cl *mqtt.Client, pk packets.Packet) packets.Code {
 	// A registry change (revocation, disabling) that lands between the
 	// lookup and the registration could be missed by both; register
 	// detects the overlap and the lookup is redone.
+	chain := peerChain(cl)
 	for range 3 {
 		seq0 := h.sessions.snapshot()
-		cred, dev, refusal, err := h.findCredential(ctx, cl, pk)
+		var a auth
+		var err error
+		if chain != nil {
+			a, err = h.findByCertificate(ctx, chain, host)
+		} else {
+			a.cred, a.dev, a.refusal, err = h.findCredential(ctx, cl, pk)
+		}
 		if err != nil {
 			h.log.Error("credential lookup failed", "client", truncate(sess.ClientID), "remote", sess.RemoteAddr, "error", err)
 			return packets.ErrServerUnavailable
 		}
-		if refusal != "" {
+		cred, dev := a.cred, a.dev
+		if a.refusal != "" {
 			h.limiter.Fail(host, time.Now())
-			h.log.Info("connection refused", "client", truncate(sess.ClientID), "remote", sess.RemoteAddr, "reason", refusal)
-			orgID, deviceID := registry.DefaultOrgID, ""
-			if dev != nil {
-				orgID, deviceID = dev.OrgID, dev.ID
+			h.log.Info("connection refused", "client", truncate(sess.ClientID), "remote", sess.RemoteAddr, "reason", a.refusal)
+			if !a.audited {
+				orgID, deviceID := cmp.Or(a.orgID, registry.DefaultOrgID), a.deviceID
+				if dev != nil {
+					orgID, deviceID = dev.OrgID, dev.ID
+				}
+				h.auditConnect(orgID, deviceID, host, a.refusal, sess.ClientID, a.detail)
 			}
-			h.auditConnect(orgID, deviceID, host, refusal, sess.ClientID)
-			return packets.ErrBadUsernameOrPassword
+			return cmp.Or(a.code, packets.ErrBadUsernameOrPassword)
 		}
 		if dev.Status != registry.DeviceEnabled {
 			h.log.Info("connection refused", "client", truncate(sess.ClientID), "remote", sess.RemoteAddr, "reason", resultDeviceDisabled, "device", dev.ID)
-			h.auditConnect(dev.OrgID, dev.ID, host, resultDeviceDisabled, sess.ClientID)
+			h.auditConnect(dev.OrgID, dev.ID, host, resultDeviceDisabled, sess.ClientID, "")
 			return packets.ErrNotAuthorized
 		}
 		if cred.Type == registry.CredentialMQTTBasic {
@@ -97,6 +105,9 @@ func (h *Hub) connect(cl *mqtt.Client, pk packets.Packet) packets.Code {
 			DeviceName:     dev.Name,
 			CredentialID:   cred.ID,
 			CredentialType: cred.Type,
+
+			CertificateSerial:      a.serial,
+			CertificateFingerprint: a.fingerprint,
 		}}
 		c.dev.conn = c
 		cl.ID = deviceScopedID(dev.ID, sess.ClientID) // before mochi shares cl
@@ -149,9 +160,8 @@ func (h *Hub) connectProvisioning(cl *mqtt.Client, sess Session, r *Provisioning
 	return packets.CodeSuccess
 }
 
-// findCredential finds the active credential a CONNECT presents:
-//   - a TLS client certificate: X509_CERTIFICATE by the leaf's SHA-256
-//     fingerprint, and nothing else;
+// findCredential finds the active credential a CONNECT without a TLS
+// client certificate presents (findByCertificate handles those):
 //   - no user name: MQTT_BASIC by client id alone, and nothing else;
 //   - a user name, in order: MQTT_BASIC (client id, user name),
 //     ACCESS_TOKEN (the user name is the token), MQTT_BASIC (user name
@@ -172,13 +182,6 @@ func (h *Hub) connectProvisioning(cl *mqtt.Client, sess Session, r *Provisioning
 // password sent is then ignored, as ThingsBoard does. refusal is empty on
 // success; err is set only when the store fails.
 func (h *Hub) findCredential(ctx context.Context, cl *mqtt.Client, pk packets.Packet) (cred *registry.Credential, dev *registry.Device, refusal string, err error) {
-	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
-		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
-			sum := sha256.Sum256(certs[0].Raw)
-			return h.lookup(ctx, registry.CredentialX509, hex.EncodeToString(sum[:]), nil)
-		}
-	}
-
 	cid, user := pk.Connect.ClientIdentifier, string(pk.Connect.Username)
 	if len(user) > maxCredentialField {
 		return nil, nil, resultUnknownCredentials, nil
@@ -258,10 +261,14 @@ func (h *Hub) refuse(cl *mqtt.Client, code packets.Code) {
 
 // auditConnect records a refused CONNECT (at most once a minute per
 // source, reason and device, so that a device retrying in a loop does not
-// flood the audit trail).
-func (h *Hub) auditConnect(orgID, deviceID, source, result, clientID string) {
+// flood the audit trail); detail, when set, says more.
+func (h *Hub) auditConnect(orgID, deviceID, source, result, clientID, detail string) {
 	if !h.audits.first(source+"|"+result+"|"+deviceID, time.Now()) {
 		return
+	}
+	msg := "MQTT connection refused for client id " + quote(clientID)
+	if detail != "" {
+		msg += ": " + detail
 	}
 	h.audit(registry.AuditEvent{
 		OrgID:    orgID,
@@ -270,7 +277,7 @@ func (h *Hub) auditConnect(orgID, deviceID, source, result, clientID string) {
 		Result:   result,
 		DeviceID: deviceID,
 		Source:   source,
-		Detail:   "MQTT connection refused for client id " + quote(clientID),
+		Detail:   msg,
 	})
 }
 

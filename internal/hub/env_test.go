@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -203,14 +204,21 @@ type pahoClient struct {
 type pahoConf struct {
 	clientID, username, password string
 	persistent                   bool // clean session off
+	// broker replaces tcp://e.addr (e.g. ssl://host:port); tls configures it.
+	broker string
+	tls    *tls.Config
 }
 
 // dialPaho connects with paho (3.1.1, no reconnection); err is the
 // CONNECT's outcome.
 func (e *env) dialPaho(c pahoConf) (*pahoClient, error) {
 	pc := &pahoClient{msgs: make(chan paho.Message, 100), lost: make(chan error, 1)}
+	broker := "tcp://" + e.addr
+	if c.broker != "" {
+		broker = c.broker
+	}
 	o := paho.NewClientOptions().
-		AddBroker("tcp://" + e.addr).
+		AddBroker(broker).
 		SetClientID(c.clientID).
 		SetProtocolVersion(4).
 		SetCleanSession(!c.persistent).
@@ -231,6 +239,9 @@ func (e *env) dialPaho(c pahoConf) (*pahoClient, error) {
 	}
 	if c.password != "" {
 		o.SetPassword(c.password)
+	}
+	if c.tls != nil {
+		o.SetTLSConfig(c.tls)
 	}
 	pc.Client = paho.NewClient(o)
 	tok := pc.Connect()

@@ -123,6 +123,11 @@ type Options struct {
 	Verifier *secret.Verifier
 	// Presence, when set, is told when device sessions begin and end.
 	Presence Presence
+	// CertificateProvisioner, when set, is given the TLS client
+	// certificates that match no credential: it may provision their
+	// device (X.509 chain provisioning), which is then connected. nil:
+	// such certificates are refused.
+	CertificateProvisioner CertificateProvisioner
 
 	// MaxPacketSize caps an incoming packet, in bytes (DefaultMaxPacketSize
 	// when 0).
@@ -207,6 +212,11 @@ type DeviceSession struct {
 	DeviceName     string
 	CredentialID   string
 	CredentialType registry.CredentialType
+	// CertificateSerial and CertificateFingerprint identify the TLS client
+	// certificate the session authenticated with (lowercase hex serial
+	// number and SHA-256); empty for other credentials. Revoking a
+	// certificate of the built-in CA with this serial ends the session.
+	CertificateSerial, CertificateFingerprint string
 
 	conn *conn
 }
@@ -506,7 +516,10 @@ func (h *Hub) ListenTCP(name, addr string) (net.Addr, error) {
 // ListenTLS adds an MQTT-over-TLS listener. When cfg asks for client
 // certificates (e.g. tls.RequestClientCert), a client that presents one
 // and no provisioning user name is authenticated by the SHA-256
-// fingerprint of its leaf certificate (X509_CERTIFICATE credentials).
+// fingerprint of its leaf certificate (X509_CERTIFICATE credentials), or
+// provisioned by it (Options.CertificateProvisioner). Give cfg a
+// certauth.Checker (Checker.Config) so that expired, revoked and forged
+// certificates are refused at the handshake.
 func (h *Hub) ListenTLS(name, addr string, cfg *tls.Config) (net.Addr, error) {
 	if cfg == nil {
 		return nil, errors.New("hub: ListenTLS needs a TLS configuration")

@@ -3,6 +3,7 @@ package hub
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +37,8 @@ type rawConnect struct {
 	// From is the local IP address to connect from (e.g. 127.0.0.2 for
 	// another source); empty lets the system choose.
 	From string
+	// TLS, when set, connects over TLS with this configuration.
+	TLS *tls.Config
 }
 
 func keepalive(s uint16) *uint16 { return &s }
@@ -48,7 +51,13 @@ func dialRaw(t *testing.T, addr string, v byte, rc rawConnect) (*rawClient, pack
 	if rc.From != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(rc.From)}
 	}
-	c, err := d.Dial("tcp", addr)
+	var c net.Conn
+	var err error
+	if rc.TLS != nil {
+		c, err = tls.DialWithDialer(&d, "tcp", addr, rc.TLS)
+	} else {
+		c, err = d.Dial("tcp", addr)
+	}
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}

@@ -15,7 +15,8 @@ const kickWriteTimeout = 2 * time.Second
 // onChange is subscribed to Options.Changes. Sessions that the change ends
 // are refused all traffic at once (before onChange returns) and are
 // disconnected in the background: MQTT 5 clients get a DISCONNECT with
-// reason 0x87 (not authorized: credentials revoked) or 0x98
+// reason 0x87 (not authorized: credentials or the session's TLS client
+// certificate revoked, on whichever listener) or 0x98
 // (administrative action: device disabled or deleted); MQTT 3 clients,
 // which have no server DISCONNECT, see the connection close.
 func (h *Hub) onChange(ch registry.Change) {

@@ -56,6 +56,11 @@ type sessions struct {
 	closed   bool
 	live     map[*mqtt.Client]*conn
 	byDevice map[string]map[*conn]struct{}
+	// bySerial indexes device sessions by the serial of their TLS client
+	// certificate: a certificate revocation names serials, not devices
+	// (a certificate may be registered to another device than the one it
+	// was issued to).
+	bySerial map[string]map[*conn]struct{}
 	devices  int
 	provSeq  atomic.Uint64 // numbers provisioning sessions' client ids
 
@@ -78,6 +83,7 @@ type sessionLimits struct {
 func (s *sessions) init(l sessionLimits) {
 	s.live = make(map[*mqtt.Client]*conn)
 	s.byDevice = make(map[string]map[*conn]struct{})
+	s.bySerial = make(map[string]map[*conn]struct{})
 	s.provByHost = make(map[string]int)
 	s.limits = l
 }
@@ -142,6 +148,14 @@ func (s *sessions) register(c *conn, seq0 uint64) registerResult {
 		}
 		set[c] = struct{}{}
 		s.devices++
+		if serial := c.dev.CertificateSerial; serial != "" {
+			set := s.bySerial[serial]
+			if set == nil {
+				set = make(map[*conn]struct{})
+				s.bySerial[serial] = set
+			}
+			set[c] = struct{}{}
+		}
 	}
 	if c.route != nil {
 		s.provisioning++
@@ -194,6 +208,12 @@ func (s *sessions) removeLocked(cl *mqtt.Client) *conn {
 				delete(s.byDevice, c.dev.DeviceID)
 			}
 		}
+		if set := s.bySerial[c.dev.CertificateSerial]; set != nil {
+			delete(set, c)
+			if len(set) == 0 {
+				delete(s.bySerial, c.dev.CertificateSerial)
+			}
+		}
 		s.devices--
 	}
 	if c.route != nil {
@@ -220,6 +240,8 @@ func affects(ch registry.Change, c *conn) bool {
 		return slices.Contains(ch.CredentialIDs, c.dev.CredentialID)
 	case registry.ChangeDeviceDisabled, registry.ChangeDeviceDeleted:
 		return ch.DeviceID == c.dev.DeviceID
+	case registry.ChangeCertificatesRevoked:
+		return c.dev.CertificateSerial != "" && slices.Contains(ch.Serials, c.dev.CertificateSerial)
 	}
 	return false
 }
@@ -236,11 +258,22 @@ func (s *sessions) revoke(ch registry.Change) []*conn {
 			victims = append(victims, c)
 		}
 	}
-	if ch.DeviceID != "" {
+	switch {
+	case ch.Kind == registry.ChangeCertificatesRevoked:
+		seen := make(map[string]bool, len(ch.Serials))
+		for _, serial := range ch.Serials {
+			if !seen[serial] {
+				seen[serial] = true
+				for c := range s.bySerial[serial] {
+					collect(c)
+				}
+			}
+		}
+	case ch.DeviceID != "":
 		for c := range s.byDevice[ch.DeviceID] {
 			collect(c)
 		}
-	} else {
+	default:
 		for _, c := range s.live {
 			collect(c)
 		}

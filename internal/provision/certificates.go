@@ -2,6 +2,7 @@ package provision
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,6 +52,8 @@ type CertificateRequest struct {
 	// Replace revokes the device's other certificates and credentials
 	// (superseded) in the same commit: a rotation.
 	Replace bool
+	// Renews is the serial of the certificate this one renews (see Renew).
+	Renews string
 	// Actor and Action are recorded in the audit event (Action
 	// "certificate.issue" when empty).
 	Actor, Action, Source string
@@ -118,6 +121,7 @@ func (c *Certificates) issueOnce(ctx context.Context, req CertificateRequest) (*
 	}
 	now := time.Now().UTC()
 	cert := CertificateRecord(d, iss, now)
+	cert.Renews = req.Renews
 	cred := registry.Credential{
 		OrgID:          d.OrgID,
 		DeviceID:       d.ID,
@@ -155,6 +159,86 @@ func (c *Certificates) issueOnce(ctx context.Context, req CertificateRequest) (*
 		PrivateKeyPEM:  string(keyPEM),
 		Revoked:        commit.RevokedCertificates,
 	}, nil
+}
+
+// ErrRenewalRefused: the certificate a device presented may not be
+// renewed (not issued by this CA, revoked, expired, or its device or
+// credential gone or disabled).
+var ErrRenewalRefused = errors.New("the certificate may not be renewed")
+
+// Renew issues a certificate renewing current, the client certificate the
+// device authenticated with (the TLS handshake proved it holds its key),
+// from the device's CSR. current must be a certificate of this CA, active
+// and unexpired, of an enabled device whose credential for it is active.
+// The new certificate names current in Renews: current stays valid until
+// the new one is first used (CertificateUsed) or the grace period ends
+// (RevokeRenewed), so a device that never gets the answer keeps working.
+func (c *Certificates) Renew(ctx context.Context, current *x509.Certificate, csr []byte, source string) (*IssuedCertificate, error) {
+	refuse := func(why string) error { return fmt.Errorf("%w: %s", ErrRenewalRefused, why) }
+	rec, err := c.store.GetCertificateByFingerprint(ctx, pki.Fingerprint(current.Raw))
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return nil, refuse("it was not issued by this server's CA")
+	case err != nil:
+		return nil, err
+	case rec.Status != registry.CertificateActive:
+		return nil, refuse("it is revoked")
+	case rec.DeviceID == "":
+		return nil, refuse("it is not a device certificate")
+	case !time.Now().Before(rec.NotAfter):
+		return nil, refuse("it has expired")
+	}
+	cred, d, err := c.store.FindActiveCredential(ctx, registry.CredentialX509, rec.Fingerprint)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return nil, refuse("its credential is revoked")
+	case err != nil:
+		return nil, err
+	case d.Status != registry.DeviceEnabled:
+		return nil, refuse("its device is disabled")
+	case cred.DeviceID != rec.DeviceID:
+		return nil, refuse("its credential belongs to another device")
+	}
+	return c.Issue(ctx, CertificateRequest{
+		OrgID: rec.OrgID, DeviceID: rec.DeviceID, CSR: csr, Renews: rec.Serial,
+		Actor: "device", Action: "certificate.renew", Source: source,
+	})
+}
+
+// CertificateUsed is told that a certificate of this CA authenticated a
+// device: if it renews another, that one is revoked now (superseded), as
+// the device evidently has the new one.
+func (c *Certificates) CertificateUsed(ctx context.Context, rec *registry.Certificate) error {
+	if rec.Renews == "" {
+		return nil
+	}
+	old, err := c.store.GetCertificate(ctx, rec.OrgID, rec.Renews)
+	if errors.Is(err, registry.ErrNotFound) || (err == nil && old.Status != registry.CertificateActive) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, err = c.Revoke(ctx, rec.OrgID, old.Serial, registry.RevocationSuperseded, "system", "")
+	return err
+}
+
+// RevokeRenewed revokes (superseded) the certificates renewed more than
+// grace ago whose renewal was never used, and reports how many.
+func (c *Certificates) RevokeRenewed(ctx context.Context, grace time.Duration) (int, error) {
+	n := 0
+	for {
+		due, err := c.store.ListRenewedCertificates(ctx, time.Now().Add(-grace), 100)
+		if err != nil || len(due) == 0 {
+			return n, err
+		}
+		for _, old := range due {
+			if _, err := c.Revoke(ctx, old.OrgID, old.Serial, registry.RevocationSuperseded, "system", ""); err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
 }
 
 // DeviceCertificateProfile is what a certificate of device d contains.

@@ -77,6 +77,7 @@ type Service struct {
 	dummyHash string
 	devices   keyLock
 	audits    auditSuppressor
+	chains    chainCache // for TrustedCAs
 }
 
 // New returns a Service.

@@ -87,6 +87,10 @@ type Certificate struct {
 	RevocationReason RevocationReason `json:"revocationReason,omitempty"`
 	// IssuedAt is when the record was written, set by the store when zero.
 	IssuedAt time.Time `json:"issuedAt"`
+	// Renews is the serial of the certificate this one renews (the device
+	// asked for it while authenticated with that one); that one is revoked
+	// once this one is used, or after a grace period.
+	Renews string `json:"renews,omitempty"`
 	// PEM is the certificate itself; optional (ListRevokedCertificates
 	// leaves it out).
 	PEM string `json:"certificatePem,omitempty"`
@@ -103,6 +107,14 @@ func (c *Certificate) Validate() error {
 	}
 	if len(c.Serial) > 1 && c.Serial[0] == '0' {
 		return fmt.Errorf("%w: certificate serial %q has a leading zero", ErrInvalid, c.Serial)
+	}
+	if c.Renews != "" {
+		if err := checkHex("renewed certificate serial", c.Renews, 1, 40); err != nil {
+			return err
+		}
+		if c.Renews == c.Serial {
+			return fmt.Errorf("%w: certificate %s cannot renew itself", ErrInvalid, c.Serial)
+		}
 	}
 	if err := checkHex("certificate fingerprint", c.Fingerprint, 64, 64); err != nil {
 		return err

@@ -57,6 +57,9 @@ type Profile struct {
 	// no credentials of its own: CredentialAccessToken or CredentialMQTTBasic.
 	DefaultCredentialType CredentialType    `json:"defaultCredentialsType"`
 	ReprovisionPolicy     ReprovisionPolicy `json:"reprovisionPolicy"`
+	// X509Chain, when set, provisions devices on their first TLS
+	// connection with a certificate chained to a CA the profile trusts.
+	X509Chain *X509ChainProvisioning `json:"x509CertificateChain,omitempty"`
 	// Version increases with every write. UpdateProfile applies only if the
 	// stored version still equals it (optimistic concurrency: a PATCH racing
 	// a secret rotation must not write the old secret back).
@@ -121,6 +124,11 @@ func (p *Profile) Validate() error {
 	}
 	if p.ProvisionSecretHash == "" {
 		return fmt.Errorf("%w: provision secret is not set", ErrInvalid)
+	}
+	if p.X509Chain != nil {
+		if err := p.X509Chain.Validate(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -39,6 +39,10 @@ type Store interface {
 	// provided the stored Version equals p.Version (else
 	// ConflictError{What: "profile"}); on success p.Version is incremented.
 	UpdateProfile(ctx context.Context, p *Profile) error
+	// ListX509ChainProfiles returns, across organisations, the profiles
+	// with X509Chain set (the CAs a TLS handshake may chain to), ordered
+	// by organisation, then name.
+	ListX509ChainProfiles(ctx context.Context) ([]Profile, error)
 	// DeleteProfile fails with a *ConflictError while devices still use it.
 	DeleteProfile(ctx context.Context, orgID, id string) error
 
@@ -101,6 +105,11 @@ type Store interface {
 	// unspecified) and returns it; revoking a revoked one is a no-op that
 	// keeps the first time and reason.
 	RevokeCertificate(ctx context.Context, orgID, serial string, reason RevocationReason) (*Certificate, error)
+	// ListRenewedCertificates returns, across organisations, at most limit
+	// active certificates that another certificate renews (its Renews),
+	// that renewal issued before issuedBefore: the renewed certificates
+	// whose grace period is over, to revoke. Ordered by serial.
+	ListRenewedCertificates(ctx context.Context, issuedBefore time.Time, limit int) ([]Certificate, error)
 	// ListRevokedCertificates returns, across organisations, the revoked
 	// certificates of issuer whose NotAfter is after validAt — the entries
 	// of that issuer's CRL — ordered by serial, without their PEM.

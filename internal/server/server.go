@@ -139,7 +139,14 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	})
 	registerDeviceMetrics(m, s.devices)
 
-	s.hub, err = hub.New(hub.Options{Store: s.store, Changes: changes, Logger: log, Limiter: limiter, Verifier: secrets, MaxClients: cfg.MQTTMaxClients, Presence: s.devices})
+	// Client certificates are checked at the TLS handshake of both TLS
+	// listeners: a revoked or unknown certificate of the built-in CA never
+	// gets a session.
+	if err := s.pki.checkHandshakes(s.store, changes, svc, limiter); err != nil {
+		return s, err
+	}
+	s.hub, err = hub.New(hub.Options{Store: s.store, Changes: changes, Logger: log, Limiter: limiter, Verifier: secrets,
+		MaxClients: cfg.MQTTMaxClients, Presence: s.devices, CertificateProvisioner: svc})
 	if err != nil {
 		return s, err
 	}
@@ -168,7 +175,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		}
 	}
 	if cfg.MQTTS != config.Off {
-		if s.mqttsAddr, err = s.hub.ListenTLS("mqtts", cfg.MQTTS, s.pki.tlsConfig()); err != nil {
+		if s.mqttsAddr, err = s.hub.ListenTLS("mqtts", cfg.MQTTS, s.pki.tlsConfig("mqtts")); err != nil {
 			return s, listenError("MQTTS", "--mqtts", cfg.MQTTS, err)
 		}
 	}
@@ -211,7 +218,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 			return s, listenError("HTTPS", "--https", cfg.HTTPS, err)
 		}
 		s.httpsAddr = ln.Addr()
-		httpLns = append(httpLns, tls.NewListener(ln, s.pki.tlsConfig()))
+		httpLns = append(httpLns, tls.NewListener(ln, s.pki.tlsConfig("https")))
 	}
 	// Only now that every address is bound: a start that fails on a busy
 	// port must not consume the one-time display of a generated key.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/zerotouch/zerotouch/internal/certauth"
 	"github.com/zerotouch/zerotouch/internal/config"
 	"github.com/zerotouch/zerotouch/internal/pki"
 	"github.com/zerotouch/zerotouch/internal/provision"
@@ -33,6 +35,8 @@ const (
 	// on every revocation and daily.
 	crlValidity  = 7 * 24 * time.Hour
 	crlRebuildAt = 24 * time.Hour
+	// defaultRenewalGrace is --cert-renewal-grace's default.
+	defaultRenewalGrace = 24 * time.Hour
 )
 
 // nodePKI is the built-in CA and what the TLS listeners need from it: the
@@ -47,7 +51,11 @@ type nodePKI struct {
 	// (--tls-cert-file): it is then never renewed here.
 	operator   bool
 	serverCert atomic.Pointer[tls.Certificate]
-	crl        atomic.Pointer[pki.CRL]
+	checker    *certauth.Checker
+	// renewalGrace: how long a renewed certificate stays valid when its
+	// renewal is not used.
+	renewalGrace time.Duration
+	crl          atomic.Pointer[pki.CRL]
 
 	rebuild   chan struct{} // a revocation happened (buffered, 1)
 	stop      chan struct{}
@@ -77,12 +85,13 @@ func openPKI(ctx context.Context, cfg config.Config, store registry.Store, chang
 		return nil, fmt.Errorf("built-in CA: %w", err)
 	}
 	p := &nodePKI{
-		log:     log,
-		store:   store,
-		certs:   provision.NewCertificates(store, ca, log),
-		hosts:   tlsHosts(cfg.TLSHosts()),
-		rebuild: make(chan struct{}, 1),
-		stop:    make(chan struct{}),
+		log:          log,
+		store:        store,
+		certs:        provision.NewCertificates(store, ca, log),
+		hosts:        tlsHosts(cfg.TLSHosts()),
+		rebuild:      make(chan struct{}, 1),
+		renewalGrace: cmp.Or(cfg.CertRenewalGrace, defaultRenewalGrace),
+		stop:         make(chan struct{}),
 	}
 	if cfg.TLSCertFile != "" {
 		c, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
@@ -172,6 +181,11 @@ func (p *nodePKI) maintain() {
 				p.log.Error("CRL not rebuilt; the previous one is served", "error", err)
 			}
 		}
+		if n, err := p.certs.RevokeRenewed(ctx, p.renewalGrace); err != nil {
+			p.log.Error("renewed certificates not revoked; retrying in a minute", "error", err)
+		} else if n > 0 {
+			p.log.Info("renewed certificates revoked at the end of their grace period", "count", n)
+		}
 		if c := p.serverCert.Load(); !p.operator && time.Until(c.Leaf.NotAfter) < serverCertLifetime/3 {
 			if err := p.renewServerCert(ctx); err != nil {
 				p.log.Error("server certificate not renewed; retrying in a minute", "error", err, "notAfter", c.Leaf.NotAfter)
@@ -186,18 +200,41 @@ func (p *nodePKI) close() {
 	p.done.Wait()
 }
 
-// tlsConfig is the TLS listeners' configuration: TLS 1.2 and up with Go's
+// checkHandshakes sets up the client-certificate check of the TLS
+// listeners (see certauth): certificates of the built-in CA must be
+// recorded and active, manufacturer chains trusted by a profile must
+// verify. A certificate that renews another, once used, revokes it.
+func (p *nodePKI) checkHandshakes(store registry.Store, changes *registry.Changes, anchors certauth.Anchors, limiter *provision.FailureLimiter) error {
+	chk, err := certauth.New(certauth.Options{
+		CACertificates: p.certs.CA().Certificates,
+		Store:          store,
+		Changes:        changes,
+		Anchors:        anchors,
+		Limiter:        limiter,
+		Logger:         p.log,
+		Accepted: func(ctx context.Context, rec *registry.Certificate) {
+			if err := p.certs.CertificateUsed(ctx, rec); err != nil {
+				p.log.Error("the certificate renewed by a used one was not revoked; the grace period will", "serial", rec.Serial, "renews", rec.Renews, "error", err)
+			}
+		},
+	})
+	p.checker = chk
+	return err
+}
+
+// tlsConfig is a TLS listener's configuration: TLS 1.2 and up with Go's
 // modern cipher suites, the current server certificate, and a client
 // certificate requested, not required (token devices connect without one;
-// a device-supplied certificate is matched by fingerprint at CONNECT).
-func (p *nodePKI) tlsConfig() *tls.Config {
-	return &tls.Config{
+// a device-supplied certificate is matched by fingerprint at CONNECT),
+// checked at the handshake.
+func (p *nodePKI) tlsConfig(listener string) *tls.Config {
+	return p.checker.Config(&tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return p.serverCert.Load(), nil
 		},
 		ClientAuth: tls.RequestClientCert,
-	}
+	}, listener)
 }
 
 const noCRL = "this CA publishes no CRL: its certificate may not sign CRLs (see the server log)\n"

@@ -329,3 +329,65 @@ func splitHostPort(t *testing.T, addr string) (string, string) {
 	i := strings.LastIndexByte(addr, ':')
 	return addr[:i], addr[i+1:]
 }
+
+// TestX509ChainProvisioning: a profile trusting a manufacturer's CA
+// (ThingsBoard's "X.509 certificate chain" strategy) provisions a device
+// on its first MQTTS connection, named from its certificate's CN, and
+// refuses a certificate of another maker.
+func TestX509ChainProvisioning(t *testing.T) {
+	n := startNode(t, "")
+	pool, _ := n.caPool(t)
+	makerRoot := testutil.NewCert(t, "Maker Root CA", nil, testutil.CertOptions{CA: true})
+	makerLine := testutil.NewCert(t, "Maker Line 3 CA", makerRoot, testutil.CertOptions{CA: true})
+	body := map[string]any{"name": "maker-units", "strategy": "disabled", "x509CertificateChain": map[string]any{
+		"caCertificatesPem":                      makerRoot.PEM(),
+		"certificateRegExPattern":                `unit-(\d+)\.maker\.example`,
+		"allowCreateNewDevicesByX509Certificate": true,
+	}}
+	if code := n.api("POST", "/api/profiles", body, nil); code != http.StatusCreated {
+		t.Fatalf("create profile: %d", code)
+	}
+	connect := func(leaf *testutil.TestCert, chain ...*testutil.TestCert) error {
+		cert := leaf.TLS(chain...)
+		opts := mqtt.NewClientOptions().AddBroker("ssl://" + n.srv.MQTTSAddr().String()).SetClientID(leaf.Cert.Subject.CommonName).
+			SetTLSConfig(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}).
+			SetConnectTimeout(5 * time.Second).SetAutoReconnect(false).SetConnectRetry(false)
+		c := mqtt.NewClient(opts)
+		tok := c.Connect()
+		if !tok.WaitTimeout(10 * time.Second) {
+			return fmt.Errorf("connect timed out")
+		}
+		if tok.Error() != nil {
+			return tok.Error()
+		}
+		publish(t, c, "v1/devices/me/telemetry", 1, `{"up":1}`)
+		c.Disconnect(100)
+		return nil
+	}
+
+	unit := testutil.NewCert(t, "unit-0042.maker.example", makerLine, testutil.CertOptions{})
+	for range 2 { // the second connection finds the device
+		if err := connect(unit, makerLine); err != nil {
+			t.Fatalf("first connect of a maker's unit: %v", err)
+		}
+	}
+	d := n.device("0042")
+	if d == nil {
+		t.Fatalf("no device 0042 after the unit connected; devices: %+v", n.devices())
+	}
+	if got := n.latest(d.ID); compact(got["up"].Value) != "1" {
+		t.Errorf("the provisioned unit's telemetry: %v", got)
+	}
+	if creds := n.credentials(d.ID); len(creds) != 1 || creds[0].Type != "X509_CERTIFICATE" {
+		t.Errorf("credentials %+v, want one X509_CERTIFICATE", creds)
+	}
+
+	otherMaker := testutil.NewCert(t, "Other Maker CA", nil, testutil.CertOptions{CA: true})
+	stranger := testutil.NewCert(t, "unit-0043.maker.example", otherMaker, testutil.CertOptions{})
+	if err := connect(stranger, otherMaker); err == nil {
+		t.Error("a unit of an untrusted maker connected")
+	}
+	if n.device("0043") != nil {
+		t.Error("a unit of an untrusted maker was provisioned")
+	}
+}

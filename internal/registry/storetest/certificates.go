@@ -93,6 +93,55 @@ func certificateCount(t *testing.T, s registry.Store) int {
 }
 
 var certificateTests = []testCase{
+	{"Renewals", func(t *testing.T, s registry.Store) {
+		ctx := t.Context()
+		p := mkProfile(t, s, "p")
+		d := mkDevice(t, s, p.ID, "dev")
+		old1, old2, old3 := certFixture(d.ID, 1, 90), certFixture(d.ID, 2, 90), certFixture(d.ID, 3, 90)
+		t0 := time.Now().UTC().Truncate(time.Millisecond)
+		new1 := certFixture(d.ID, 11, 90) // renews old1, an hour ago
+		new1.Renews, new1.IssuedAt = old1.Serial, t0.Add(-time.Hour)
+		new2 := certFixture(d.ID, 12, 90) // renews old2, just now
+		new2.Renews, new2.IssuedAt = old2.Serial, t0
+		new3 := certFixture(d.ID, 13, 90) // renews old3, which is revoked below
+		new3.Renews, new3.IssuedAt = old3.Serial, t0.Add(-2*time.Hour)
+		certs := []registry.Certificate{old1, old2, old3, new1, new2, new3}
+		must(t, s.RecordCertificates(ctx, certs), "RecordCertificates")
+		got, err := s.GetCertificate(ctx, registry.DefaultOrgID, new1.Serial)
+		must(t, err, "GetCertificate")
+		if got.Renews != old1.Serial {
+			t.Fatalf("Renews = %q, want %q", got.Renews, old1.Serial)
+		}
+		_, err = s.RevokeCertificate(ctx, registry.DefaultOrgID, old3.Serial, registry.RevocationSuperseded)
+		must(t, err, "RevokeCertificate")
+
+		for _, tc := range []struct {
+			name   string
+			before time.Time
+			limit  int
+			want   []string
+		}{
+			{"grace over for the first", t0.Add(-30 * time.Minute), 10, []string{old1.Serial}},
+			{"grace over for both", t0.Add(time.Millisecond), 10, []string{old1.Serial, old2.Serial}},
+			{"limit", t0.Add(time.Millisecond), 1, []string{old1.Serial}},
+			{"none yet", t0.Add(-3 * time.Hour), 10, nil},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				due, err := s.ListRenewedCertificates(ctx, tc.before, tc.limit)
+				must(t, err, "ListRenewedCertificates")
+				if got := serials(due); !slices.Equal(got, tc.want) {
+					t.Errorf("due = %v, want %v", got, tc.want)
+				}
+			})
+		}
+
+		bad := certFixture(d.ID, 20, 90)
+		bad.Renews = bad.Serial
+		wantInvalid(t, s.RecordCertificates(ctx, []registry.Certificate{bad}), "a certificate renewing itself")
+		bad.Renews = "XYZ"
+		wantInvalid(t, s.RecordCertificates(ctx, []registry.Certificate{bad}), "a renewed serial that is not hex")
+	}},
+
 	{"RecordAndGet", func(t *testing.T, s registry.Store) {
 		ctx := t.Context()
 		p := mkProfile(t, s, "p")

@@ -39,6 +39,9 @@
 //     the first time and reason; deleting a device revokes its active
 //     certificates (cessationOfOperation) and keeps their records; a
 //     rotation (RevokeActive) revokes them as superseded.
+//   - A profile's X509Chain round-trips as given (nil stays nil);
+//     ListX509ChainProfiles lists, across organisations, exactly the
+//     profiles that have one.
 //
 // Every subtest gets its own fresh store from newStore.
 package storetest
@@ -68,6 +71,7 @@ func Run(t *testing.T, newStore func(t *testing.T) registry.Store) {
 	}{
 		{"Organisation", organisationTests},
 		{"Profiles", profileTests},
+		{"X509ChainProfiles", x509ChainProfileTests},
 		{"Devices", deviceTests},
 		{"Credentials", credentialTests},
 		{"Provision", provisionTests},
@@ -270,8 +274,8 @@ func checkProfile(t *testing.T, got, want *registry.Profile) {
 	checkTime(t, "profile CreatedAt", g.CreatedAt, w.CreatedAt)
 	checkTime(t, "profile UpdatedAt", g.UpdatedAt, w.UpdatedAt)
 	g.CreatedAt, g.UpdatedAt, w.CreatedAt, w.UpdatedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
-	if g != w {
-		t.Errorf("profile = %+v\nwant      %+v", g, w)
+	if !reflect.DeepEqual(g, w) {
+		t.Errorf("profile = %+v (X509Chain %+v)\nwant      %+v (X509Chain %+v)", g, g.X509Chain, w, w.X509Chain)
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 
 const (
 	certificateColsNoPEM = `serial, org_id, device_id, issuer, fingerprint, common_name, not_before, not_after, status,
-	revoked_at, revocation_reason, issued_at`
+	revoked_at, revocation_reason, issued_at, renews`
 	certificateCols = certificateColsNoPEM + `, pem`
 )
 
@@ -25,7 +25,7 @@ type certificateRow struct {
 
 func (r *certificateRow) dest() []any {
 	return []any{&r.c.Serial, &r.c.OrgID, &r.c.DeviceID, &r.c.Issuer, &r.c.Fingerprint, &r.c.CommonName,
-		&r.notBefore, &r.notAfter, &r.c.Status, &r.revoked, &r.c.RevocationReason, &r.issued, &r.c.PEM}
+		&r.notBefore, &r.notAfter, &r.c.Status, &r.revoked, &r.c.RevocationReason, &r.issued, &r.c.Renews, &r.c.PEM}
 }
 
 func (r *certificateRow) certificate() registry.Certificate {
@@ -88,7 +88,7 @@ func insertCertificates(ctx context.Context, tx *sql.Tx, certs []registry.Certif
 		c := &certs[i]
 		res, err := stmt.ExecContext(ctx, c.Serial, c.OrgID, c.DeviceID, c.Issuer, c.Fingerprint, c.CommonName,
 			toDB(c.NotBefore), toDB(c.NotAfter), c.Status, nullTime(c.RevokedAt), c.RevocationReason,
-			toDB(c.IssuedAt), c.PEM)
+			toDB(c.IssuedAt), c.Renews, c.PEM)
 		if err != nil {
 			return certificateWriteErr(err, c)
 		}
@@ -106,7 +106,7 @@ func insertCertificates(ctx context.Context, tx *sql.Tx, certs []registry.Certif
 // statement, that the device (?3) belongs to the organisation (?2): a
 // record outlives its device, so no foreign key can do it.
 const certInsert = `INSERT INTO certificates (` + certificateCols + `)
-	SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
+	SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
 	WHERE ?3 = '' OR EXISTS (SELECT 1 FROM devices WHERE org_id = ?2 AND id = ?3)`
 
 func certificateWriteErr(err error, c *registry.Certificate) error {
@@ -273,6 +273,20 @@ func (s *Store) RevokeCertificate(ctx context.Context, orgID, serial string, rea
 		return nil, err
 	}
 	return &c, nil
+}
+
+// ListRenewedCertificates implements registry.Store.
+func (s *Store) ListRenewedCertificates(ctx context.Context, issuedBefore time.Time, limit int) ([]registry.Certificate, error) {
+	if limit <= 0 {
+		limit = registry.MaxPageSize
+	}
+	rows, err := s.rdb.QueryContext(ctx, `SELECT `+certificateCols+` FROM certificates
+		WHERE status = 'active' AND serial IN (SELECT renews FROM certificates WHERE renews != '' AND issued_at < ?)
+		ORDER BY serial LIMIT ?`, toDB(issuedBefore), limit)
+	if err != nil {
+		return nil, fmt.Errorf("list renewed certificates: %w", err)
+	}
+	return scanCertificates(rows)
 }
 
 // ListRevokedCertificates returns the entries of issuer's CRL.

@@ -14,15 +14,31 @@ import (
 )
 
 const profileCols = `org_id, id, name, description, strategy, provision_key, provision_secret_hash,
-	default_credential_type, reprovision_policy, version, created_at, updated_at`
+	default_credential_type, reprovision_policy, version, created_at, updated_at,
+	x509_chain_ca_pem, x509_chain_cn_pattern, x509_chain_allow_create`
 
 func scanProfile(sc scanner) (registry.Profile, error) {
 	var p registry.Profile
 	var created, updated int64
+	var caPEM sql.NullString
+	var pattern string
+	var allowCreate bool
 	err := sc.Scan(&p.OrgID, &p.ID, &p.Name, &p.Description, &p.Strategy, &p.ProvisionKey, &p.ProvisionSecretHash,
-		&p.DefaultCredentialType, &p.ReprovisionPolicy, &p.Version, &created, &updated)
+		&p.DefaultCredentialType, &p.ReprovisionPolicy, &p.Version, &created, &updated,
+		&caPEM, &pattern, &allowCreate)
 	p.CreatedAt, p.UpdatedAt = fromDB(created), fromDB(updated)
+	if caPEM.Valid {
+		p.X509Chain = &registry.X509ChainProvisioning{CACertificates: caPEM.String, CNPattern: pattern, AllowCreate: allowCreate}
+	}
 	return p, err
+}
+
+// x509ChainArgs are the values of the x509_chain_* columns of p.
+func x509ChainArgs(p *registry.Profile) (caPEM sql.NullString, pattern string, allowCreate bool) {
+	if x := p.X509Chain; x != nil {
+		return sql.NullString{String: x.CACertificates, Valid: true}, x.CNPattern, x.AllowCreate
+	}
+	return sql.NullString{}, "", false
 }
 
 // profileWriteErr maps a constraint error of an insert or update of p.
@@ -51,16 +67,19 @@ func (s *Store) CreateProfile(ctx context.Context, p *registry.Profile) error {
 		return err
 	}
 	q := *p
+	q.X509Chain = cloneX509Chain(p.X509Chain)
 	if q.ID == "" {
 		q.ID = uuid.NewString()
 	}
 	q.Version = 1
 	t := now()
 	q.CreatedAt, q.UpdatedAt = orNow(q.CreatedAt, t), orNow(q.UpdatedAt, t)
+	caPEM, pattern, allowCreate := x509ChainArgs(&q)
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO profiles (`+profileCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO profiles (`+profileCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			q.OrgID, q.ID, q.Name, q.Description, q.Strategy, q.ProvisionKey, q.ProvisionSecretHash,
-			q.DefaultCredentialType, q.ReprovisionPolicy, q.Version, toDB(q.CreatedAt), toDB(q.UpdatedAt))
+			q.DefaultCredentialType, q.ReprovisionPolicy, q.Version, toDB(q.CreatedAt), toDB(q.UpdatedAt),
+			caPEM, pattern, allowCreate)
 		if err != nil {
 			return profileWriteErr(err, &q)
 		}
@@ -71,6 +90,16 @@ func (s *Store) CreateProfile(ctx context.Context, p *registry.Profile) error {
 	}
 	*p = q
 	return nil
+}
+
+// cloneX509Chain copies x, so that the record written back to the caller
+// shares nothing with what the caller keeps changing.
+func cloneX509Chain(x *registry.X509ChainProvisioning) *registry.X509ChainProvisioning {
+	if x == nil {
+		return nil
+	}
+	c := *x
+	return &c
 }
 
 // orNow returns t normalised, or now when t is zero.
@@ -131,6 +160,29 @@ func (s *Store) ListProfiles(ctx context.Context, orgID string, opts registry.Li
 	return out, next, nil
 }
 
+// ListX509ChainProfiles returns, across organisations, the profiles that
+// trust CAs for X.509 chain provisioning, ordered by organisation and name.
+func (s *Store) ListX509ChainProfiles(ctx context.Context) ([]registry.Profile, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT `+profileCols+` FROM profiles
+		WHERE x509_chain_ca_pem IS NOT NULL ORDER BY org_id, name`)
+	if err != nil {
+		return nil, fmt.Errorf("list X.509 chain profiles: %w", err)
+	}
+	defer rows.Close()
+	var out []registry.Profile
+	for rows.Next() {
+		p, err := scanProfile(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list X.509 chain profiles: %w", err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list X.509 chain profiles: %w", err)
+	}
+	return out, nil
+}
+
 // UpdateProfile replaces the mutable fields of the profile p.ID with p's,
 // provided the stored version is still p.Version (optimistic concurrency),
 // and writes back Version (incremented), UpdatedAt and CreatedAt. A stale
@@ -140,15 +192,19 @@ func (s *Store) UpdateProfile(ctx context.Context, p *registry.Profile) error {
 		return err
 	}
 	q := *p
+	q.X509Chain = cloneX509Chain(p.X509Chain)
 	q.UpdatedAt = now()
+	caPEM, pattern, allowCreate := x509ChainArgs(&q)
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var created, version int64
 		err := tx.QueryRowContext(ctx, `UPDATE profiles SET name = ?, description = ?, strategy = ?, provision_key = ?,
 			provision_secret_hash = ?, default_credential_type = ?, reprovision_policy = ?, updated_at = ?,
+			x509_chain_ca_pem = ?, x509_chain_cn_pattern = ?, x509_chain_allow_create = ?,
 			version = version + 1
 			WHERE org_id = ? AND id = ? AND version = ? RETURNING created_at, version`,
 			q.Name, q.Description, q.Strategy, q.ProvisionKey, q.ProvisionSecretHash, q.DefaultCredentialType,
-			q.ReprovisionPolicy, toDB(q.UpdatedAt), q.OrgID, q.ID, q.Version).Scan(&created, &version)
+			q.ReprovisionPolicy, toDB(q.UpdatedAt), caPEM, pattern, allowCreate,
+			q.OrgID, q.ID, q.Version).Scan(&created, &version)
 		if err == sql.ErrNoRows {
 			// Either the profile is gone or someone else wrote it since it
 			// was read: tell which, in the same transaction.
