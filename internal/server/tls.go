@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/zerotouch/zerotouch/internal/certauth"
 	"github.com/zerotouch/zerotouch/internal/config"
+	"github.com/zerotouch/zerotouch/internal/dialect/est"
 	"github.com/zerotouch/zerotouch/internal/pki"
 	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
@@ -243,6 +246,9 @@ const noCRL = "this CA publishes no CRL: its certificate may not sign CRLs (see 
 // or PEM with the .pem suffix). They need no API key: relying parties and
 // devices fetch them.
 func (p *nodePKI) routes(mux *http.ServeMux) {
+	// Device certificate renewal (EST, RFC 7030), authenticated by the
+	// client certificate: over HTTPS.
+	mux.Handle(est.PathPrefix, est.NewHandler(estRenewer{p.certs}, p.log))
 	mux.HandleFunc("GET /ca/chain.pem", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/pem-certificate-chain")
 		w.Write(p.certs.CA().Chain())
@@ -269,3 +275,26 @@ func (p *nodePKI) routes(mux *http.ServeMux) {
 		w.Write(crl.PEM())
 	})
 }
+
+// estRenewer renews device certificates for the EST dialect.
+type estRenewer struct{ certs *provision.Certificates }
+
+// Renew implements est.Renewer: refusals carry only what the device may
+// read (why its certificate may not renew, what is wrong with its CSR).
+func (r estRenewer) Renew(ctx context.Context, current *x509.Certificate, csrDER []byte, source string) (*x509.Certificate, error) {
+	out, err := r.certs.Renew(ctx, current, csrDER, source)
+	switch {
+	case errors.Is(err, provision.ErrRenewalRefused):
+		return nil, fmt.Errorf("%w: %v", est.ErrNotAuthorized, err)
+	case errors.Is(err, pki.ErrBadCSR):
+		return nil, err
+	case errors.Is(err, registry.ErrInvalid):
+		return nil, fmt.Errorf("%w: %v", est.ErrBadRequest, err)
+	case err != nil:
+		return nil, err
+	}
+	return pki.ParseCertificate([]byte(out.CertificatePEM))
+}
+
+// CACertificates implements est.Renewer.
+func (r estRenewer) CACertificates() []*x509.Certificate { return r.certs.CA().Certificates() }

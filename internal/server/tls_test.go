@@ -7,6 +7,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -389,5 +391,104 @@ func TestX509ChainProvisioning(t *testing.T) {
 	}
 	if n.device("0043") != nil {
 		t.Error("a unit of an untrusted maker was provisioned")
+	}
+}
+
+// certsFromPKCS7 reads the certificates of a certs-only PKCS#7 (EST's
+// answers).
+func certsFromPKCS7(t *testing.T, der []byte) []*x509.Certificate {
+	t.Helper()
+	var ci struct {
+		ContentType asn1.ObjectIdentifier
+		Content     asn1.RawValue `asn1:"explicit,tag:0"`
+	}
+	if _, err := asn1.Unmarshal(der, &ci); err != nil {
+		t.Fatalf("PKCS#7: %v", err)
+	}
+	var sd struct {
+		Version          int
+		DigestAlgorithms asn1.RawValue
+		ContentInfo      asn1.RawValue
+		Certificates     asn1.RawValue `asn1:"optional,tag:0"`
+		SignerInfos      asn1.RawValue
+	}
+	if _, err := asn1.Unmarshal(ci.Content.Bytes, &sd); err != nil {
+		t.Fatalf("PKCS#7 SignedData: %v", err)
+	}
+	certs, err := x509.ParseCertificates(sd.Certificates.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certs
+}
+
+// TestCertificateRenewal: a device renews its certificate over HTTPS with
+// EST, authenticated by the certificate itself; the old one keeps working
+// until the new one is used, then is revoked (superseded).
+func TestCertificateRenewal(t *testing.T) {
+	n := startNode(t, "")
+	pool, _ := n.caPool(t)
+	p := n.createProfile("renewing", "allow-create", "ACCESS_TOKEN", "never")
+	devID, _ := n.provisionedDevice(p, "press-9")
+	keyPEM, csrPEM := deviceKeyAndCSR(t, "press-9")
+	var issued issuedOut
+	if code := n.api("POST", "/api/devices/"+devID+"/certificates", map[string]any{"csr": csrPEM}, &issued); code != http.StatusCreated {
+		t.Fatalf("issue: %d", code)
+	}
+	current, err := tls.X509KeyPair([]byte(issued.CertificatePEM), []byte(keyPEM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	estURL := "https://" + n.srv.HTTPSAddr().String() + "/.well-known/est/simplereenroll"
+	renew := func(cert *tls.Certificate, csrPEM string) (*http.Response, []byte, error) {
+		b, _ := pem.Decode([]byte(csrPEM))
+		client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{*cert}}}}
+		req, _ := http.NewRequest("POST", estURL, strings.NewReader(base64.StdEncoding.EncodeToString(b.Bytes)))
+		req.Header.Set("Content-Type", "application/pkcs10")
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp, body, nil
+	}
+
+	newKeyPEM, newCSR := deviceKeyAndCSR(t, "press-9")
+	resp, body, err := renew(&current, newCSR)
+	if err != nil {
+		t.Fatalf("EST request: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("simplereenroll: %d %s", resp.StatusCode, body)
+	}
+	der, err := base64.StdEncoding.DecodeString(strings.ReplaceAll(string(body), "\n", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs := certsFromPKCS7(t, der)
+	if len(certs) == 0 || certs[0].Subject.CommonName != "press-9" {
+		t.Fatalf("renewed certificates %v", certs)
+	}
+	newPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certs[0].Raw}))
+
+	// Until the new certificate is used, the old one still connects.
+	if _, _, err := n.connectTLS(t, pool, issued.CertificatePEM, keyPEM); err != nil {
+		t.Fatalf("old certificate right after the renewal: %v", err)
+	}
+	if _, _, err := n.connectTLS(t, pool, newPEM, newKeyPEM); err != nil {
+		t.Fatalf("renewed certificate: %v", err)
+	}
+	var old certOut
+	n.api("GET", "/api/certificates/"+issued.Certificate.Serial, nil, &old)
+	if old.Status != "revoked" || old.RevocationReason != "superseded" {
+		t.Errorf("old certificate once the new one was used: %+v, want revoked (superseded)", old)
+	}
+	if _, _, err := n.connectTLS(t, pool, issued.CertificatePEM, keyPEM); err == nil {
+		t.Error("the superseded certificate still connects")
+	}
+	// Nor may it renew again: refused at the handshake.
+	if resp, body, err := renew(&current, newCSR); err == nil {
+		t.Errorf("renewal with the superseded certificate: %d %s, want the handshake refused", resp.StatusCode, body)
 	}
 }
