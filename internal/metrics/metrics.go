@@ -68,20 +68,29 @@ func (m *Metrics) CounterFunc(name, help, label string, values []string, fn func
 		m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return fn("") }))
 		return
 	}
-	m.Registry.MustRegister(&labelledCounterFunc{desc: prometheus.NewDesc(name, help, []string{label}, nil), values: values, fn: fn})
+	m.Registry.MustRegister(&labelledFunc{desc: prometheus.NewDesc(name, help, []string{label}, nil), kind: prometheus.CounterValue, values: values, fn: fn})
 }
 
-type labelledCounterFunc struct {
+// LabelledGaugeFunc registers a gauge with one label, like CounterFunc.
+func (m *Metrics) LabelledGaugeFunc(name, help, label string, values []string, fn func(value string) float64) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(&labelledFunc{desc: prometheus.NewDesc(name, help, []string{label}, nil), kind: prometheus.GaugeValue, values: values, fn: fn})
+}
+
+type labelledFunc struct {
 	desc   *prometheus.Desc
+	kind   prometheus.ValueType
 	values []string
 	fn     func(string) float64
 }
 
-func (c *labelledCounterFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *labelledFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
-func (c *labelledCounterFunc) Collect(ch chan<- prometheus.Metric) {
+func (c *labelledFunc) Collect(ch chan<- prometheus.Metric) {
 	for _, v := range c.values {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, c.fn(v), v)
+		ch <- prometheus.MustNewConstMetric(c.desc, c.kind, c.fn(v), v)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/zerotouch/zerotouch/internal/pki"
@@ -23,6 +24,14 @@ type Certificates struct {
 	store registry.Store
 	ca    *pki.CA
 	log   *slog.Logger
+
+	issued, renewed, revoked atomic.Uint64
+}
+
+// Counts reports the certificates issued (through the API), renewed by
+// devices, and revoked, since start.
+func (c *Certificates) Counts() (issued, renewed, revoked uint64) {
+	return c.issued.Load(), c.renewed.Load(), c.revoked.Load()
 }
 
 // NewCertificates returns the issuing service of ca over store.
@@ -151,6 +160,12 @@ func (c *Certificates) issueOnce(ctx context.Context, req CertificateRequest) (*
 	if err := c.store.CommitProvision(ctx, commit); err != nil {
 		return nil, err
 	}
+	if req.Renews != "" {
+		c.renewed.Add(1)
+	} else {
+		c.issued.Add(1)
+	}
+	c.revoked.Add(uint64(len(commit.RevokedCertificates)))
 	return &IssuedCertificate{
 		Certificate:    commit.Certificates[0],
 		Credential:     commit.Credentials[0],
@@ -298,6 +313,7 @@ func (c *Certificates) Revoke(ctx context.Context, orgID, serial string, reason 
 	if err != nil {
 		return nil, err
 	}
+	c.revoked.Add(1)
 	if err := RevokeCertificateCredential(ctx, c.store, cert.Fingerprint); err != nil {
 		return cert, err
 	}

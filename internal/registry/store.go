@@ -105,6 +105,10 @@ type Store interface {
 	// unspecified) and returns it; revoking a revoked one is a no-op that
 	// keeps the first time and reason.
 	RevokeCertificate(ctx context.Context, orgID, serial string, reason RevocationReason) (*Certificate, error)
+	// CountExpiringCertificates counts, across organisations, the active
+	// certificates whose NotAfter is in [from, before): with from = now,
+	// those to renew.
+	CountExpiringCertificates(ctx context.Context, from, before time.Time) (int, error)
 	// ListRenewedCertificates returns, across organisations, at most limit
 	// active certificates that another certificate renews (its Renews),
 	// that renewal issued before issuedBefore: the renewed certificates

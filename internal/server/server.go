@@ -97,6 +97,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	}
 
 	m := metrics.New()
+	s.pki.registerMetrics(m, s.store)
 	// One limiter for every failure a source can cause (wrong provision
 	// secret, refused CONNECT), so guesses on one listener cost on the other.
 	limiter := opts.Limiter

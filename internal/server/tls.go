@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/zerotouch/zerotouch/internal/certauth"
 	"github.com/zerotouch/zerotouch/internal/config"
 	"github.com/zerotouch/zerotouch/internal/dialect/est"
+	"github.com/zerotouch/zerotouch/internal/metrics"
 	"github.com/zerotouch/zerotouch/internal/pki"
 	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
@@ -274,6 +276,29 @@ func (p *nodePKI) routes(mux *http.ServeMux) {
 		w.Header().Set("Last-Modified", crl.ThisUpdate.UTC().Format(http.TimeFormat))
 		w.Write(crl.PEM())
 	})
+}
+
+// registerMetrics exposes the certificates issued, renewed and revoked,
+// and those about to expire (read from the store at scrape time).
+func (p *nodePKI) registerMetrics(m *metrics.Metrics, store registry.Store) {
+	m.CounterFunc("zerotouch_certificates_total", "Device certificates issued through the API, renewed by devices, and revoked, since start.", "event",
+		[]string{"issued", "renewed", "revoked"}, func(ev string) float64 {
+			issued, renewed, revoked := p.certs.Counts()
+			return float64(map[string]uint64{"issued": issued, "renewed": renewed, "revoked": revoked}[ev])
+		})
+	windows := map[string]time.Duration{"7d": 7 * 24 * time.Hour, "30d": 30 * 24 * time.Hour}
+	m.LabelledGaugeFunc("zerotouch_certificates_expiring", "Active certificates of the built-in CA expiring within the window.", "within",
+		[]string{"7d", "30d"}, func(w string) float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			now := time.Now()
+			n, err := store.CountExpiringCertificates(ctx, now, now.Add(windows[w]))
+			if err != nil {
+				p.log.Error("counting expiring certificates failed", "error", err)
+				return math.NaN()
+			}
+			return float64(n)
+		})
 }
 
 // estRenewer renews device certificates for the EST dialect.

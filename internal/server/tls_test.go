@@ -242,6 +242,18 @@ func TestX509DevicesOnTheBuiltInCA(t *testing.T) {
 	if len(expiring.Items) != 1 || expiring.Items[0].DeviceID != "" {
 		t.Errorf("expiring within 31d: %+v, want only the server certificate", expiring.Items)
 	}
+
+	_, metrics := get(t, n.baseURL+"/metrics")
+	for _, want := range []string{
+		`zerotouch_certificates_total{event="issued"} 2`,
+		`zerotouch_certificates_total{event="revoked"} 1`,
+		`zerotouch_certificates_expiring{within="30d"} 1`, // the listeners' own
+		`zerotouch_certificates_expiring{within="7d"} 0`,
+	} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }
 
 // TestCertificateRequestsRefused: bad CSRs get a 422 with the reason, and
@@ -490,5 +502,50 @@ func TestCertificateRenewal(t *testing.T) {
 	// Nor may it renew again: refused at the handshake.
 	if resp, body, err := renew(&current, newCSR); err == nil {
 		t.Errorf("renewal with the superseded certificate: %d %s, want the handshake refused", resp.StatusCode, body)
+	}
+}
+
+// TestThingsBoardX509Provisioning: ThingsBoard's X.509 path end to end —
+// a device provisions with its own certificate (credentialsType
+// X509_CERTIFICATE, the PEM in "hash"), then connects to MQTTS with it,
+// here with mosquitto_pub.
+func TestThingsBoardX509Provisioning(t *testing.T) {
+	pub := testutil.RequireTool(t, "mosquitto_pub")
+	n := startNode(t, "")
+	pool, chainPEM := n.caPool(t)
+	p := n.createProfile("tb-x509", "allow-create", "ACCESS_TOKEN", "never")
+	own := testutil.NewCert(t, "meter-5", nil, testutil.CertOptions{})
+	a := n.provisionMQTT(req(p.Key, p.Secret, "meter-5", "credentialsType", "X509_CERTIFICATE", "hash", own.PEM()))
+	if a.Status != "SUCCESS" || a.CredentialsType != "X509_CERTIFICATE" {
+		t.Fatalf("provisioning with an X.509 certificate: %+v", a)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(own.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, content := range map[string][]byte{
+		"ca.pem": chainPEM, "cert.pem": []byte(own.PEM()),
+		"key.pem": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	host, port := splitHostPort(t, n.srv.MQTTSAddr().String())
+	out, err := exec.Command(pub, "-h", host, "-p", port, "-i", "meter-5", "-q", "1", "-V", "mqttv5",
+		"--cafile", filepath.Join(dir, "ca.pem"), "--cert", filepath.Join(dir, "cert.pem"), "--key", filepath.Join(dir, "key.pem"),
+		"-t", "v1/devices/me/telemetry", "-m", `{"kwh":12.5}`).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mosquitto_pub with the provisioned certificate: %v\n%s", err, out)
+	}
+	if got := n.latest(n.device("meter-5").ID); compact(got["kwh"].Value) != "12.5" {
+		t.Errorf("telemetry: %v", got)
+	}
+	// Another self-signed certificate, never provisioned, gets no session.
+	stranger := testutil.NewCert(t, "meter-5", nil, testutil.CertOptions{})
+	strangerKey, _ := x509.MarshalPKCS8PrivateKey(stranger.Key)
+	if _, _, err := n.connectTLS(t, pool, stranger.PEM(), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: strangerKey}))); err == nil {
+		t.Error("an unknown self-signed certificate connected")
 	}
 }

@@ -135,6 +135,23 @@ var certificateTests = []testCase{
 			})
 		}
 
+		// Expiring: the six are valid for 90 days from certBase; old3 is
+		// revoked.
+		for _, tc := range []struct {
+			from, before time.Time
+			want         int
+		}{
+			{certBase, certBase.Add(100 * 24 * time.Hour), 5},
+			{certBase, certBase.Add(90 * 24 * time.Hour), 0},
+			{certBase.Add(90 * 24 * time.Hour), certBase.Add(90*24*time.Hour + time.Millisecond), 5},
+		} {
+			n, err := s.CountExpiringCertificates(ctx, tc.from, tc.before)
+			must(t, err, "CountExpiringCertificates")
+			if n != tc.want {
+				t.Errorf("CountExpiringCertificates(%v, %v) = %d, want %d", tc.from, tc.before, n, tc.want)
+			}
+		}
+
 		bad := certFixture(d.ID, 20, 90)
 		bad.Renews = bad.Serial
 		wantInvalid(t, s.RecordCertificates(ctx, []registry.Certificate{bad}), "a certificate renewing itself")
