@@ -141,7 +141,7 @@ type Checker struct {
 	poolCerts []*x509.Certificate // what caPool was built from
 	caPool    *x509.CertPool
 
-	audits dedupe
+	audits provision.AuditOnce
 }
 
 type cacheEntry struct {
@@ -429,7 +429,7 @@ func (c *Checker) refused(ctx context.Context, leaf *x509.Certificate, rec *regi
 	if c.limiter != nil && source != "" {
 		c.limiter.Fail(source, c.now())
 	}
-	if !c.audits.first(source+"|"+r.Reason+"|"+fp, c.now()) {
+	if !c.audits.First(source+"|"+r.Reason+"|"+fp, c.now()) {
 		return
 	}
 	ev := registry.AuditEvent{

@@ -2,48 +2,10 @@ package hub
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/zerotouch/zerotouch/internal/registry"
 )
-
-// auditWindow is how long an audited refusal stays deduplicated.
-const auditWindow = time.Minute
-
-// auditDedupeMax bounds the dedupe memory.
-const auditDedupeMax = 10_000
-
-// auditDedupe remembers recently audited refusals.
-type auditDedupe struct {
-	mu   sync.Mutex
-	seen map[string]time.Time
-}
-
-// first reports whether key was not audited within auditWindow, and
-// remembers it.
-func (d *auditDedupe) first(key string, now time.Time) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.seen == nil {
-		d.seen = make(map[string]time.Time)
-	}
-	if t, ok := d.seen[key]; ok && now.Sub(t) < auditWindow {
-		return false
-	}
-	if len(d.seen) >= auditDedupeMax {
-		for k, t := range d.seen {
-			if now.Sub(t) >= auditWindow {
-				delete(d.seen, k)
-			}
-		}
-		if len(d.seen) >= auditDedupeMax {
-			clear(d.seen)
-		}
-	}
-	d.seen[key] = now
-	return true
-}
 
 // audit appends ev in the background; Close waits for it.
 func (h *Hub) audit(ev registry.AuditEvent) {

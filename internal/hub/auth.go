@@ -263,7 +263,7 @@ func (h *Hub) refuse(cl *mqtt.Client, code packets.Code) {
 // source, reason and device, so that a device retrying in a loop does not
 // flood the audit trail); detail, when set, says more.
 func (h *Hub) auditConnect(orgID, deviceID, source, result, clientID, detail string) {
-	if !h.audits.first(source+"|"+result+"|"+deviceID, time.Now()) {
+	if !h.audits.First(source+"|"+result+"|"+deviceID, time.Now()) {
 		return
 	}
 	msg := "MQTT connection refused for client id " + quote(clientID)

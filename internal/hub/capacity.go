@@ -75,7 +75,7 @@ func (h *Hub) countRefusal(reason RefusalReason, remote string) {
 		n.Add(1)
 	}
 	source := sourceKey(remote)
-	if h.refusalLogs.first(string(reason)+"|"+source, time.Now()) {
+	if h.refusalLogs.First(string(reason)+"|"+source, time.Now()) {
 		h.log.Warn("connection refused: capacity reached (further refusals for this source are not logged for a minute)",
 			"reason", string(reason), "remote", remote, "source", source,
 			"maxClients", h.opts.MaxClients,

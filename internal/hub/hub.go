@@ -285,11 +285,11 @@ type Hub struct {
 	deviceTopics []deviceTopicRoute            // longest prefix first
 
 	sessions sessions
-	audits   auditDedupe
+	audits   provision.AuditOnce
 	refused  map[RefusalReason]*atomic.Uint64 // read-only after New
 	// refusalLogs keeps capacity refusals, which come in floods, to one
 	// log line a minute per reason and source.
-	refusalLogs auditDedupe
+	refusalLogs provision.AuditOnce
 
 	// handling is read-held by every handler call; Close write-locks it to
 	// let the calls in progress finish (their answers are still sent) and

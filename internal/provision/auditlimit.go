@@ -62,3 +62,43 @@ func (a *auditSuppressor) prune(now time.Time) {
 		clear(a.entries)
 	}
 }
+
+// auditOnceWindow is how long AuditOnce keeps a key.
+const auditOnceWindow = time.Minute
+
+// auditOnceMax bounds AuditOnce's memory.
+const auditOnceMax = 10_000
+
+// AuditOnce remembers recently audited refusals, so that a device retrying
+// in a loop (a revoked certificate, a full server) is audited or logged
+// once a minute per key rather than at every attempt. The zero value is
+// ready; it keeps at most 10,000 keys.
+type AuditOnce struct {
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+// First reports whether key was not seen in the last minute, and remembers
+// it.
+func (d *AuditOnce) First(key string, now time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.seen == nil {
+		d.seen = make(map[string]time.Time)
+	}
+	if t, ok := d.seen[key]; ok && now.Sub(t) < auditOnceWindow {
+		return false
+	}
+	if len(d.seen) >= auditOnceMax {
+		for k, t := range d.seen {
+			if now.Sub(t) >= auditOnceWindow {
+				delete(d.seen, k)
+			}
+		}
+		if len(d.seen) >= auditOnceMax {
+			clear(d.seen)
+		}
+	}
+	d.seen[key] = now
+	return true
+}

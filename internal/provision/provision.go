@@ -142,19 +142,8 @@ func (s *Service) Provision(ctx context.Context, req Request) (*Result, error) {
 	}
 	result := "success"
 	if err != nil {
-		var ce *registry.ConflictError
-		switch {
-		case errors.As(err, &ce) && ce.What == "credential":
-			err = &Error{Reason: ReasonCredentialsTaken, Msg: "these credentials are already used by another device", Err: err}
-		case errors.As(err, &ce) && ce.What == "device":
-			err = &Error{Reason: ReasonBusy, Msg: "other requests for this device keep changing it; retry", Err: err}
-		}
-		var pe *Error
-		if !errors.As(err, &pe) {
-			s.log.ErrorContext(ctx, "provisioning failed", "dialect", req.Dialect, "source", req.Source, "error", err)
-			err = &Error{Reason: ReasonInternal, Msg: "the server could not complete the request", Err: err}
-			pe = err.(*Error)
-		}
+		pe := s.failure(ctx, err, "these credentials are already used by another device", req.Dialect, req.Source)
+		err = pe
 		result = string(pe.Reason)
 		s.countFailure(req.Source, pe.Reason)
 		s.auditFailure(ctx, req, profile, pe)
@@ -297,4 +286,24 @@ func (s *Service) Refuse(ctx context.Context, req Request, reason Reason, msg st
 	s.auditFailure(ctx, req, nil, e)
 	s.metrics.ObserveProvision(req.Dialect, string(reason), 0)
 	return e
+}
+
+// failure turns what went wrong in a pipeline into an *Error: a commit's
+// conflicts get their reason (taken says what is already used), anything
+// unexpected is logged and becomes ReasonInternal, with no detail for the
+// device.
+func (s *Service) failure(ctx context.Context, err error, taken, dialect, source string) *Error {
+	var ce *registry.ConflictError
+	switch {
+	case errors.As(err, &ce) && ce.What == "credential":
+		return &Error{Reason: ReasonCredentialsTaken, Msg: taken, Err: err}
+	case errors.As(err, &ce) && ce.What == "device":
+		return &Error{Reason: ReasonBusy, Msg: "other requests for this device keep changing it; retry", Err: err}
+	}
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	s.log.ErrorContext(ctx, "provisioning failed", "dialect", dialect, "source", source, "error", err)
+	return &Error{Reason: ReasonInternal, Msg: "the server could not complete the request", Err: err}
 }

@@ -185,19 +185,8 @@ func (s *Service) ProvisionByCertificate(ctx context.Context, req ChainRequest) 
 		s.metrics.ObserveProvision(req.Dialect, "success", s.now().Sub(start))
 		return res, nil
 	}
-	var ce *registry.ConflictError
-	switch {
-	case errors.As(err, &ce) && ce.What == "credential":
-		err = &Error{Reason: ReasonCredentialsTaken, Msg: "the certificate already authenticates another device", Err: err}
-	case errors.As(err, &ce) && ce.What == "device":
-		err = &Error{Reason: ReasonBusy, Msg: "other requests for this device keep changing it; retry", Err: err}
-	}
-	var pe *Error
-	if !errors.As(err, &pe) {
-		s.log.ErrorContext(ctx, "X.509 chain provisioning failed", "dialect", req.Dialect, "source", req.Source, "error", err)
-		err = &Error{Reason: ReasonInternal, Msg: "the server could not complete the request", Err: err}
-		pe = err.(*Error)
-	}
+	pe := s.failure(ctx, err, "the certificate already authenticates another device", req.Dialect, req.Source)
+	err = pe
 	if pe.Reason == ReasonUntrustedCertificate {
 		return nil, err
 	}
