@@ -117,6 +117,8 @@ func classify(err error) (int, Error) {
 		// A query or write the telemetry store or the device service
 		// refused: the caller's input, like a bad query parameter.
 		return http.StatusBadRequest, Error{CodeBadRequest, domainMessage(err)}
+	case errors.Is(err, pki.ErrCAExpired):
+		return http.StatusServiceUnavailable, Error{CodeUnavailable, err.Error()}
 	case errors.Is(err, telemetry.ErrClosed), errors.Is(err, device.ErrShuttingDown):
 		return http.StatusServiceUnavailable, Error{CodeUnavailable, "the server is shutting down; retry shortly"}
 	}

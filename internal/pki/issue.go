@@ -71,6 +71,10 @@ func (p Profile) normalized() (Profile, error) {
 	return p, nil
 }
 
+// ValidDNSName reports whether name can be a certificate's DNS name (see
+// checkDNSName).
+func ValidDNSName(name string) bool { return checkDNSName(name) == nil }
+
 // checkDNSName accepts host names (letters, digits, hyphens; labels of 1
 // to 63 bytes; 253 in all), with an optional leading "*." wildcard label.
 func checkDNSName(name string) error {

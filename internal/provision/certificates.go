@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,13 +26,22 @@ type Certificates struct {
 	ca    *pki.CA
 	log   *slog.Logger
 
-	issued, renewed, revoked atomic.Uint64
+	issued, renewed atomic.Uint64
+
+	// settled holds the serials of renewals whose predecessor is known to
+	// be revoked, so that CertificateUsed does not read the store at each
+	// of their handshakes; cleared when it reaches maxSettled.
+	settledMu sync.Mutex
+	settled   map[string]struct{}
 }
 
-// Counts reports the certificates issued (through the API), renewed by
-// devices, and revoked, since start.
-func (c *Certificates) Counts() (issued, renewed, revoked uint64) {
-	return c.issued.Load(), c.renewed.Load(), c.revoked.Load()
+// maxSettled bounds Certificates.settled.
+const maxSettled = 100_000
+
+// Counts reports the certificates issued (through the API) and renewed by
+// devices since start.
+func (c *Certificates) Counts() (issued, renewed uint64) {
+	return c.issued.Load(), c.renewed.Load()
 }
 
 // NewCertificates returns the issuing service of ca over store.
@@ -101,6 +111,11 @@ func (c *Certificates) Issue(ctx context.Context, req CertificateRequest) (*Issu
 	if req.Lifetime < 0 {
 		return nil, fmt.Errorf("%w: negative lifetime", registry.ErrInvalid)
 	}
+	if req.GenerateKey {
+		if _, err := pki.ParseKeyAlgorithm(string(req.KeyAlgorithm)); err != nil {
+			return nil, fmt.Errorf("%w: %v", registry.ErrInvalid, err)
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		out, err := c.issueOnce(ctx, req)
 		var ce *registry.ConflictError
@@ -165,7 +180,6 @@ func (c *Certificates) issueOnce(ctx context.Context, req CertificateRequest) (*
 	} else {
 		c.issued.Add(1)
 	}
-	c.revoked.Add(uint64(len(commit.RevokedCertificates)))
 	return &IssuedCertificate{
 		Certificate:    commit.Certificates[0],
 		Credential:     commit.Credentials[0],
@@ -189,8 +203,18 @@ var ErrRenewalRefused = errors.New("the certificate may not be renewed")
 // the new one is first used (CertificateUsed) or the grace period ends
 // (RevokeRenewed), so a device that never gets the answer keeps working.
 func (c *Certificates) Renew(ctx context.Context, current *x509.Certificate, csr []byte, source string) (*IssuedCertificate, error) {
-	refuse := func(why string) error { return fmt.Errorf("%w: %s", ErrRenewalRefused, why) }
-	rec, err := c.store.GetCertificateByFingerprint(ctx, pki.Fingerprint(current.Raw))
+	fp := pki.Fingerprint(current.Raw)
+	var rec *registry.Certificate
+	refuse := func(why string) error {
+		ev := registry.AuditEvent{OrgID: registry.DefaultOrgID, Time: time.Now().UTC(), Actor: "device", Action: "certificate.renew",
+			Result: "refused", Source: source, Detail: fmt.Sprintf("renewal of certificate %s refused: %s", fp, why)}
+		if rec != nil {
+			ev.OrgID, ev.DeviceID = rec.OrgID, rec.DeviceID
+		}
+		c.audit(ctx, ev)
+		return fmt.Errorf("%w: %s", ErrRenewalRefused, why)
+	}
+	rec, err := c.store.GetCertificateByFingerprint(ctx, fp)
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
 		return nil, refuse("it was not issued by this server's CA")
@@ -214,28 +238,79 @@ func (c *Certificates) Renew(ctx context.Context, current *x509.Certificate, csr
 	case cred.DeviceID != rec.DeviceID:
 		return nil, refuse("its credential belongs to another device")
 	}
-	return c.Issue(ctx, CertificateRequest{
+	// A renewal the device never used (its answer lost, say) is replaced
+	// by this one, never piled up: only one may wait to supersede rec.
+	if err := c.revokeRenewalsOf(ctx, rec); err != nil {
+		return nil, err
+	}
+	out, err := c.Issue(ctx, CertificateRequest{
 		OrgID: rec.OrgID, DeviceID: rec.DeviceID, CSR: csr, Renews: rec.Serial,
 		Actor: "device", Action: "certificate.renew", Source: source,
 	})
+	if errors.Is(err, pki.ErrBadCSR) || errors.Is(err, registry.ErrInvalid) {
+		refuse(err.Error())
+	}
+	return out, err
+}
+
+// revokeRenewalsOf revokes (superseded) the active certificates of rec's
+// device that renew rec.
+func (c *Certificates) revokeRenewalsOf(ctx context.Context, rec *registry.Certificate) error {
+	f := registry.CertificateFilter{DeviceID: rec.DeviceID, Status: registry.CertificateActive, ListOptions: registry.ListOptions{Limit: registry.MaxPageSize}}
+	for {
+		page, next, err := c.store.ListCertificates(ctx, rec.OrgID, f)
+		if err != nil {
+			return err
+		}
+		for _, other := range page {
+			if other.Renews == rec.Serial {
+				if _, err := c.Revoke(ctx, other.OrgID, other.Serial, registry.RevocationSuperseded, "system", ""); err != nil {
+					return err
+				}
+			}
+		}
+		if next == "" {
+			return nil
+		}
+		f.After = next
+	}
 }
 
 // CertificateUsed is told that a certificate of this CA authenticated a
 // device: if it renews another, that one is revoked now (superseded), as
 // the device evidently has the new one.
 func (c *Certificates) CertificateUsed(ctx context.Context, rec *registry.Certificate) error {
-	if rec.Renews == "" {
+	if rec.Renews == "" || c.isSettled(rec.Serial) {
 		return nil
 	}
 	old, err := c.store.GetCertificate(ctx, rec.OrgID, rec.Renews)
-	if errors.Is(err, registry.ErrNotFound) || (err == nil && old.Status != registry.CertificateActive) {
-		return nil
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, registry.ErrNotFound) || (err == nil && old.Status != registry.CertificateActive):
+	case err != nil:
 		return err
+	default:
+		if _, err := c.Revoke(ctx, rec.OrgID, old.Serial, registry.RevocationSuperseded, "system", ""); err != nil {
+			return err
+		}
 	}
-	_, err = c.Revoke(ctx, rec.OrgID, old.Serial, registry.RevocationSuperseded, "system", "")
-	return err
+	c.settle(rec.Serial)
+	return nil
+}
+
+func (c *Certificates) isSettled(serial string) bool {
+	c.settledMu.Lock()
+	defer c.settledMu.Unlock()
+	_, ok := c.settled[serial]
+	return ok
+}
+
+func (c *Certificates) settle(serial string) {
+	c.settledMu.Lock()
+	defer c.settledMu.Unlock()
+	if c.settled == nil || len(c.settled) >= maxSettled {
+		c.settled = make(map[string]struct{})
+	}
+	c.settled[serial] = struct{}{}
 }
 
 // RevokeRenewed revokes (superseded) the certificates renewed more than
@@ -313,7 +388,6 @@ func (c *Certificates) Revoke(ctx context.Context, orgID, serial string, reason 
 	if err != nil {
 		return nil, err
 	}
-	c.revoked.Add(1)
 	if err := RevokeCertificateCredential(ctx, c.store, cert.Fingerprint); err != nil {
 		return cert, err
 	}

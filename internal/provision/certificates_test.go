@@ -175,3 +175,35 @@ func TestRenewalRefused(t *testing.T) {
 		t.Errorf("renewal for a disabled device: %v, want ErrRenewalRefused", err)
 	}
 }
+
+// TestRenewalsDoNotPileUp: renewing again with the same certificate (the
+// first answer lost, or a thief with the key) replaces the unused renewal
+// instead of adding one; refusals are audited.
+func TestRenewalsDoNotPileUp(t *testing.T) {
+	e := newCertEnv(t)
+	_, current := e.issue(t)
+	first, err := e.certs.Renew(t.Context(), current, csrDER(t, e.dev.Name), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := e.certs.Renew(t.Context(), current, csrDER(t, e.dev.Name), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.status(t, first.Certificate.Serial); got != registry.CertificateRevoked {
+		t.Errorf("the first, unused renewal is %s after a second one, want revoked", got)
+	}
+	if got := e.status(t, second.Certificate.Serial); got != registry.CertificateActive {
+		t.Errorf("the second renewal is %s", got)
+	}
+	if _, err := e.certs.Renew(t.Context(), current, []byte("not a CSR"), "203.0.113.9"); err == nil {
+		t.Fatal("a garbage CSR renewed")
+	}
+	evs, err := e.store.ListAudit(t.Context(), registry.DefaultOrgID, registry.AuditFilter{Action: "certificate.renew", Result: "refused"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].DeviceID != e.dev.ID || evs[0].Source != "203.0.113.9" {
+		t.Errorf("audit of the refused renewal: %+v", evs)
+	}
+}

@@ -3,9 +3,7 @@ package provision
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/zerotouch/zerotouch/internal/pki"
 	"github.com/zerotouch/zerotouch/internal/registry"
 )
 
@@ -258,16 +257,23 @@ func (s *Service) attestChain(ctx context.Context, req ChainRequest) (*chainProf
 }
 
 // newestCertificate returns the most recently issued (by NotBefore) of
-// the certificates of dev's active X.509 credentials that hold one; nil
-// when none does.
-func (s *Service) newestCertificate(ctx context.Context, dev *registry.Device) (*x509.Certificate, error) {
+// the certificates dev has ever held in X.509 credentials, active or
+// revoked; nil when none. revoked reports whether the certificate of
+// fingerprint fp is among the revoked ones: an operator's revocation must
+// not be undone by the certificate connecting again.
+func (s *Service) newestCertificate(ctx context.Context, dev *registry.Device, fp string) (newest *x509.Certificate, revoked bool, err error) {
 	creds, err := s.store.ListCredentials(ctx, dev.OrgID, dev.ID)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	var newest *x509.Certificate
 	for _, cr := range creds {
-		if cr.Type != registry.CredentialX509 || cr.Status != registry.CredentialActive || cr.CertificatePEM == "" {
+		if cr.Type != registry.CredentialX509 {
+			continue
+		}
+		if cr.Status == registry.CredentialRevoked && cr.LookupKey == fp {
+			revoked = true
+		}
+		if cr.CertificatePEM == "" {
 			continue
 		}
 		block, _ := pem.Decode([]byte(cr.CertificatePEM))
@@ -278,7 +284,7 @@ func (s *Service) newestCertificate(ctx context.Context, dev *registry.Device) (
 			newest = c
 		}
 	}
-	return newest, nil
+	return newest, revoked, nil
 }
 
 // describeCert names a certificate in refusals: its common name (quoted,
@@ -291,10 +297,7 @@ func describeCert(c *x509.Certificate) string {
 	return fmt.Sprintf("CN=%q (SHA-256 %s)", cn, fingerprint(c))
 }
 
-func fingerprint(c *x509.Certificate) string {
-	sum := sha256.Sum256(c.Raw)
-	return hex.EncodeToString(sum[:])
-}
+func fingerprint(c *x509.Certificate) string { return pki.Fingerprint(c.Raw) }
 
 // decideChain applies the profile's rules to the device as it is now,
 // issues the certificate's credential and commits.
@@ -341,9 +344,12 @@ func (s *Service) decideChain(ctx context.Context, cp *chainProfile, name string
 		// Pre-provisioned, or reprovisioned under "rotate": the device's
 		// credentials are replaced by this certificate, never piled up.
 		if dev.ProvisionedAt != nil {
-			held, err := s.newestCertificate(ctx, dev)
+			held, revoked, err := s.newestCertificate(ctx, dev, fp)
 			if err != nil {
 				return nil, err
+			}
+			if revoked {
+				return nil, refuse(ReasonAlreadyProvisioned, "certificate %s of device %q was revoked", describeCert(leaf), name)
 			}
 			// No going back: a certificate the device replaced, still
 			// valid and still chained to the CA, must not take it back.

@@ -239,3 +239,31 @@ func TestTrustedCAs(t *testing.T) {
 		t.Fatalf("after the cache's life: %d CAs, want Acme's alone", len(cas))
 	}
 }
+
+// TestRevokedChainCertificateStaysRevoked: under "rotate", a certificate
+// whose credential the operator revoked cannot provision its device again
+// by connecting; a newer certificate of the same maker can.
+func TestRevokedChainCertificateStaysRevoked(t *testing.T) {
+	e := newChainEnv(t)
+	ctx := context.Background()
+	cert := testutil.NewCert(t, "unit-7.example", e.acme, testutil.CertOptions{NotBefore: time.Now().Add(-time.Hour)}).TLS(e.acme)
+	res, err := e.provision(t, cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred, _, err := e.store.FindActiveCredential(ctx, registry.CredentialX509, res.Credentials.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.RevokeCredential(ctx, cred.OrgID, cred.ID); err != nil {
+		t.Fatal(err)
+	}
+	var pe *provision.Error
+	if _, err := e.provision(t, cert); !errors.As(err, &pe) || pe.Reason != provision.ReasonAlreadyProvisioned || !strings.Contains(pe.Msg, "was revoked") {
+		t.Fatalf("the revoked certificate connecting again: %v, want refused as revoked", err)
+	}
+	newer := testutil.NewCert(t, "unit-7.example", e.acme, testutil.CertOptions{NotBefore: time.Now().Add(-time.Minute)}).TLS(e.acme)
+	if _, err := e.provision(t, newer); err != nil {
+		t.Fatalf("a newer certificate after the revocation: %v", err)
+	}
+}

@@ -106,8 +106,8 @@ type Store interface {
 	// keeps the first time and reason.
 	RevokeCertificate(ctx context.Context, orgID, serial string, reason RevocationReason) (*Certificate, error)
 	// CountExpiringCertificates counts, across organisations, the active
-	// certificates whose NotAfter is in [from, before): with from = now,
-	// those to renew.
+	// device certificates (DeviceID set) whose NotAfter is in [from,
+	// before): with from = now, those to renew.
 	CountExpiringCertificates(ctx context.Context, from, before time.Time) (int, error)
 	// ListRenewedCertificates returns, across organisations, at most limit
 	// active certificates that another certificate renews (its Renews),

@@ -93,7 +93,7 @@ func openPKI(ctx context.Context, cfg config.Config, store registry.Store, chang
 		log:          log,
 		store:        store,
 		certs:        provision.NewCertificates(store, ca, log),
-		hosts:        tlsHosts(cfg.TLSHosts()),
+		hosts:        tlsHosts(cfg.TLSHosts(), log),
 		rebuild:      make(chan struct{}, 1),
 		renewalGrace: cmp.Or(cfg.CertRenewalGrace, defaultRenewalGrace),
 		stop:         make(chan struct{}),
@@ -114,7 +114,8 @@ func openPKI(ctx context.Context, cfg config.Config, store registry.Store, chang
 		log.Warn("no CRL will be published: "+err.Error()+"; /ca/crl answers 503", "error", err)
 	}
 	changes.Subscribe(func(ch registry.Change) {
-		if ch.Kind == registry.ChangeCertificatesRevoked {
+		// Deleting a device revokes its certificates too.
+		if ch.Kind == registry.ChangeCertificatesRevoked || ch.Kind == registry.ChangeDeviceDeleted {
 			select {
 			case p.rebuild <- struct{}{}:
 			default:
@@ -126,10 +127,16 @@ func openPKI(ctx context.Context, cfg config.Config, store registry.Store, chang
 	return p, nil
 }
 
-// tlsHosts adds this host's name to the configured names.
-func tlsHosts(configured []string) []string {
+// tlsHosts adds this host's name to the configured names, when it can be
+// a certificate's DNS name (a name with "_" cannot).
+func tlsHosts(configured []string, log *slog.Logger) []string {
 	hosts := slices.Clone(configured)
-	if h, err := os.Hostname(); err == nil && h != "" && !slices.Contains(hosts, h) {
+	h, err := os.Hostname()
+	switch {
+	case err != nil || h == "" || slices.Contains(hosts, h):
+	case !pki.ValidDNSName(h):
+		log.Warn("this host's name is not a valid DNS name and is left out of the TLS certificate; name the host with --tls-hosts", "hostname", h)
+	default:
 		hosts = append(hosts, h)
 	}
 	return hosts
@@ -181,8 +188,8 @@ func (p *nodePKI) maintain() {
 		case <-tick.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		if crl := p.crl.Load(); crl != nil && (revoked || time.Since(crl.ThisUpdate) > crlRebuildAt) {
-			if err := p.rebuildCRL(ctx); err != nil {
+		if crl := p.crl.Load(); crl == nil || revoked || time.Since(crl.ThisUpdate) > crlRebuildAt {
+			if err := p.rebuildCRL(ctx); err != nil && crl != nil {
 				p.log.Error("CRL not rebuilt; the previous one is served", "error", err)
 			}
 		}
@@ -281,13 +288,16 @@ func (p *nodePKI) routes(mux *http.ServeMux) {
 // registerMetrics exposes the certificates issued, renewed and revoked,
 // and those about to expire (read from the store at scrape time).
 func (p *nodePKI) registerMetrics(m *metrics.Metrics, store registry.Store) {
-	m.CounterFunc("zerotouch_certificates_total", "Device certificates issued through the API, renewed by devices, and revoked, since start.", "event",
-		[]string{"issued", "renewed", "revoked"}, func(ev string) float64 {
-			issued, renewed, revoked := p.certs.Counts()
-			return float64(map[string]uint64{"issued": issued, "renewed": renewed, "revoked": revoked}[ev])
+	m.CounterFunc("zerotouch_certificates_total", "Device certificates issued through the API, and renewed by devices, since start.", "event",
+		[]string{"issued", "renewed"}, func(ev string) float64 {
+			issued, renewed := p.certs.Counts()
+			if ev == "renewed" {
+				return float64(renewed)
+			}
+			return float64(issued)
 		})
 	windows := map[string]time.Duration{"7d": 7 * 24 * time.Hour, "30d": 30 * 24 * time.Hour}
-	m.LabelledGaugeFunc("zerotouch_certificates_expiring", "Active certificates of the built-in CA expiring within the window.", "within",
+	m.LabelledGaugeFunc("zerotouch_certificates_expiring", "Active device certificates expiring within the window (the listeners' own renew themselves).", "within",
 		[]string{"7d", "30d"}, func(w string) float64 {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()

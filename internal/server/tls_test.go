@@ -243,12 +243,18 @@ func TestX509DevicesOnTheBuiltInCA(t *testing.T) {
 		t.Errorf("expiring within 31d: %+v, want only the server certificate", expiring.Items)
 	}
 
+	// A short-lived one: the metrics count it as expiring (not the
+	// listeners' own certificate, which renews itself).
+	_, shortCSR := deviceKeyAndCSR(t, "press-7")
+	if code := n.api("POST", "/api/devices/"+devID+"/certificates", map[string]any{"csr": shortCSR, "lifetime": "5d"}, nil); code != http.StatusCreated {
+		t.Fatalf("issue a 5-day certificate: %d", code)
+	}
 	_, metrics := get(t, n.baseURL+"/metrics")
 	for _, want := range []string{
-		`zerotouch_certificates_total{event="issued"} 2`,
-		`zerotouch_certificates_total{event="revoked"} 1`,
-		`zerotouch_certificates_expiring{within="30d"} 1`, // the listeners' own
-		`zerotouch_certificates_expiring{within="7d"} 0`,
+		`zerotouch_certificates_total{event="issued"} 3`,
+		`zerotouch_certificates_total{event="renewed"} 0`,
+		`zerotouch_certificates_expiring{within="30d"} 1`,
+		`zerotouch_certificates_expiring{within="7d"} 1`,
 	} {
 		if !strings.Contains(metrics, want+"\n") {
 			t.Errorf("/metrics lacks %s", want)
@@ -280,6 +286,7 @@ func TestCertificateRequestsRefused(t *testing.T) {
 		{"weak curve", map[string]any{"csr": weakPEM}, 422, "P-224"},
 		{"neither", map[string]any{}, 422, "either"},
 		{"bad lifetime", map[string]any{"generateKey": true, "lifetime": "soon"}, 422, "lifetime"},
+		{"bad key algorithm", map[string]any{"generateKey": true, "keyAlgorithm": "dsa-1024"}, 422, "dsa-1024"},
 		{"unknown field", map[string]any{"csr": other, "isCA": true}, 400, "isCA"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -547,5 +554,28 @@ func TestThingsBoardX509Provisioning(t *testing.T) {
 	strangerKey, _ := x509.MarshalPKCS8PrivateKey(stranger.Key)
 	if _, _, err := n.connectTLS(t, pool, stranger.PEM(), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: strangerKey}))); err == nil {
 		t.Error("an unknown self-signed certificate connected")
+	}
+}
+
+// TestDeletedDeviceOnTheCRL: deleting a device revokes its certificates,
+// and the CRL lists them at once.
+func TestDeletedDeviceOnTheCRL(t *testing.T) {
+	n := startNode(t, "")
+	p := n.createProfile("doomed", "allow-create", "ACCESS_TOKEN", "never")
+	devID, _ := n.provisionedDevice(p, "doomed-1")
+	var gen issuedOut
+	if code := n.api("POST", "/api/devices/"+devID+"/certificates", map[string]any{"generateKey": true}, &gen); code != http.StatusCreated {
+		t.Fatalf("issue: %d", code)
+	}
+	if code := n.api("DELETE", "/api/devices/"+devID, nil, nil); code != http.StatusNoContent && code != http.StatusOK {
+		t.Fatalf("delete device: %d", code)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if crlLists(n.crl(t), gen.Certificate.Serial) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the deleted device's certificate is not on the CRL")
+		}
 	}
 }

@@ -278,7 +278,7 @@ func (s *Store) RevokeCertificate(ctx context.Context, orgID, serial string, rea
 // CountExpiringCertificates implements registry.Store.
 func (s *Store) CountExpiringCertificates(ctx context.Context, from, before time.Time) (int, error) {
 	var n int
-	err := s.rdb.QueryRowContext(ctx, `SELECT count(*) FROM certificates WHERE status = 'active' AND not_after >= ? AND not_after < ?`,
+	err := s.rdb.QueryRowContext(ctx, `SELECT count(*) FROM certificates WHERE status = 'active' AND device_id != '' AND not_after >= ? AND not_after < ?`,
 		toDB(from), toDB(before)).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count expiring certificates: %w", err)
