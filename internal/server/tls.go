@@ -242,6 +242,13 @@ func (p *nodePKI) checkHandshakes(store registry.Store, changes *registry.Change
 func (p *nodePKI) tlsConfig(listener string) *tls.Config {
 	return p.checker.Config(&tls.Config{
 		MinVersion: tls.VersionTLS12,
+		// TLS 1.2: forward-secret AEAD suites only (TLS 1.3's are all so).
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return p.serverCert.Load(), nil
 		},
