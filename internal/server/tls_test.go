@@ -587,13 +587,13 @@ func TestTLSVersionsAndSuites(t *testing.T) {
 	pool, _ := n.caPool(t)
 	for _, tc := range []struct {
 		name   string
-		cfg    tls.Config
+		cfg    *tls.Config
 		accept bool
 	}{
-		{"TLS 1.3", tls.Config{MinVersion: tls.VersionTLS13}, true},
-		{"TLS 1.2 ECDHE-GCM", tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}, true},
-		{"TLS 1.2 CBC", tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}}, false},
-		{"TLS 1.1", tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}, false},
+		{"TLS 1.3", &tls.Config{MinVersion: tls.VersionTLS13}, true},
+		{"TLS 1.2 ECDHE-GCM", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}, true},
+		{"TLS 1.2 CBC", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}}, false},
+		{"TLS 1.1", &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, addr := range []string{n.srv.HTTPSAddr().String(), n.srv.MQTTSAddr().String()} {
