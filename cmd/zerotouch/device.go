@@ -69,6 +69,7 @@ func newDeviceCmd(o *clientOptions) *cobra.Command {
 			}),
 		},
 		newDeviceStateCmd(o),
+		newDeviceRunCmd(),
 	)
 }
 
