@@ -74,6 +74,7 @@ func newRootCmd() *cobra.Command {
 		newAPIKeyCmd(client),
 		newCACmd(client),
 		newCertCmd(client),
+		newBenchCmd(client),
 	)
 	return root
 }

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zerotouch/zerotouch/internal/bench"
+	"github.com/zerotouch/zerotouch/internal/config"
+	"github.com/zerotouch/zerotouch/internal/provision"
+	"github.com/zerotouch/zerotouch/internal/server"
+)
+
+const benchTestKey = "zt_cli_bench_admin_key_0123456789abcdef"
+
+// startBenchServer starts a full node (MQTT included) on ephemeral ports.
+func startBenchServer(t *testing.T) (httpURL, mqttAddr string) {
+	t.Helper()
+	t.Setenv("ZEROTOUCH_API_KEY", "")
+	t.Setenv("ZEROTOUCH_SERVER", "")
+	cfg := config.Defaults()
+	cfg.DataDir = t.TempDir()
+	cfg.HTTP, cfg.MQTT = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.HTTPS, cfg.MQTTS = config.Off, config.Off
+	cfg.AdminKey = benchTestKey
+	lenient := &provision.FailureLimiter{Burst: 1 << 20, Leak: time.Second, Base: time.Millisecond, Max: time.Millisecond, MaxSources: 16}
+	srv, err := server.Start(context.Background(), cfg, server.Options{Logger: slog.New(slog.DiscardHandler), Banner: io.Discard, Limiter: lenient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Close(ctx)
+	})
+	return "http://" + srv.HTTPAddr().String(), srv.MQTTAddr().String()
+}
+
+func TestBenchProvision(t *testing.T) {
+	base, mqtt := startBenchServer(t)
+	chart := filepath.Join(t.TempDir(), "storm.svg")
+	r := execute("bench", "provision", "--http", base, "--mqtt", mqtt, "--api-key", benchTestKey,
+		"-n", "50", "-c", "8", "--sources", "2", "-o", "json", "--chart", chart)
+	if r.code != 0 {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("-o json: %v\n%s", err, r.stdout)
+	}
+	if rep.Succeeded != 50 || rep.Failed != 0 {
+		t.Errorf("report: %+v", rep)
+	}
+	for _, want := range []string{"created temporary profile", "50/50 devices", "deleted 50 devices"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	f, err := os.Open(chart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var svg struct {
+		XMLName xml.Name
+	}
+	if err := xml.NewDecoder(f).Decode(&svg); err != nil || svg.XMLName.Local != "svg" {
+		t.Errorf("chart: %v %v", svg.XMLName, err)
+	}
+}
+
+func TestBenchProvisionFailures(t *testing.T) {
+	t.Setenv("ZEROTOUCH_API_KEY", "")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	for _, tc := range []struct {
+		args []string
+		code int
+		out  string // in stdout (the report) or stderr
+	}{
+		{[]string{"--dialect", "azure-dps", "--profile-key", "k", "--profile-secret", "s"}, exitUsage, `only "thingsboard"`},
+		{[]string{"--credentials", "x509", "--profile-key", "k", "--profile-secret", "s"}, exitUsage, `supports only "token"`},
+		{[]string{"--profile-key", "k"}, exitUsage, "both --profile-key and --profile-secret"},
+		{nil, exitUsage, "no profile"},
+		{[]string{"--http", "ftp://x"}, exitUsage, "want http://host:port"},
+		{[]string{"--mqtt", closed, "--http", "http://" + closed, "--profile-key", "k", "--profile-secret", "s", "-n", "20"}, exitFailure, "0 succeeded, 20 failed"},
+	} {
+		r := execute(append([]string{"bench", "provision"}, tc.args...)...)
+		if r.code != tc.code || !strings.Contains(r.stdout+r.stderr, tc.out) {
+			t.Errorf("%v: exit %d, want %d with %q\nstdout: %s\nstderr: %s", tc.args, r.code, tc.code, tc.out, r.stdout, r.stderr)
+		}
+	}
+}

@@ -1,0 +1,308 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zerotouch/zerotouch/internal/apiclient"
+	"github.com/zerotouch/zerotouch/internal/config"
+	"github.com/zerotouch/zerotouch/internal/provision"
+	"github.com/zerotouch/zerotouch/internal/registry"
+	"github.com/zerotouch/zerotouch/internal/server"
+)
+
+const testAdminKey = "zt_bench_test_admin_key_0123456789abcdef"
+
+// startServer starts a full zerotouch node on ephemeral loopback ports
+// and returns it with its HTTP base URL.
+func startServer(t *testing.T) (*server.Server, string) {
+	t.Helper()
+	cfg := config.Defaults()
+	cfg.DataDir = t.TempDir()
+	cfg.HTTP = "127.0.0.1:0"
+	cfg.MQTT = "127.0.0.1:0"
+	cfg.HTTPS = config.Off
+	cfg.MQTTS = config.Off
+	cfg.AdminKey = testAdminKey
+	// Refusals are not what is tested here: a limiter that lets them by.
+	lenient := &provision.FailureLimiter{Burst: 1 << 20, Leak: time.Second, Base: time.Millisecond, Max: time.Millisecond, MaxSources: 16}
+	srv, err := server.Start(context.Background(), cfg, server.Options{Logger: slog.New(slog.DiscardHandler), Banner: io.Discard, Limiter: lenient})
+	if err != nil {
+		t.Fatalf("start server: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Close(ctx)
+	})
+	return srv, "http://" + srv.HTTPAddr().String()
+}
+
+func TestStormAddsUp(t *testing.T) {
+	srv, base := startServer(t)
+	client, err := apiclient.New(base, testAdminKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	fx, err := CreateFixture(ctx, client, "bench-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var progress bytes.Buffer
+	const n = 500
+	rep, err := Run(ctx, Config{
+		MQTTAddr: srv.MQTTAddr().String(), MetricsURL: base,
+		ProfileKey: fx.Key, ProfileSecret: fx.Secret,
+		Devices: n, Concurrency: 32, Sources: 4,
+		Progress: &progress,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Succeeded != n || rep.Failed != 0 || rep.Succeeded+rep.Failed != rep.Devices {
+		t.Fatalf("succeeded %d, failed %d of %d: %v %v", rep.Succeeded, rep.Failed, rep.Devices, rep.Errors, rep.ErrorExamples)
+	}
+	for _, l := range rep.Latency {
+		if l.Count != n || l.P50 <= 0 || l.P50 > l.P90 || l.P90 > l.P99 || l.P99 > l.Max {
+			t.Errorf("latency of %s: %+v", l.Phase, l)
+		}
+	}
+	var perSecond int
+	for _, s := range rep.Timeline {
+		perSecond += s.Completed + s.Failed
+	}
+	if perSecond != n {
+		t.Errorf("timeline counts %d devices, want %d", perSecond, n)
+	}
+	if rep.Server == nil || rep.Server.Error != "" || rep.Server.ProvisionResults["success"] != n {
+		t.Errorf("server figures: %+v", rep.Server)
+	}
+	if rep.Server != nil && rep.Server.DeviceMessages["accepted"] != n {
+		t.Errorf("server accepted %v device messages, want %d", rep.Server.DeviceMessages, n)
+	}
+	if rep.Sources != 4 {
+		t.Errorf("sources %d, want 4", rep.Sources)
+	}
+	if !strings.Contains(progress.String(), "500/500 devices") {
+		t.Errorf("progress %q lacks the final line", progress.String())
+	}
+
+	// The server holds the devices, each with its token.
+	page, err := client.ListDevices(ctx, apiclient.DeviceFilter{ProfileID: fx.ProfileID, Limit: registry.MaxPageSize})
+	if err != nil || len(page.Items) != n {
+		t.Fatalf("server lists %d devices of the profile (%v), want %d", len(page.Items), err, n)
+	}
+
+	// -o json: the same report, and it parses.
+	var js bytes.Buffer
+	if err := rep.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
+		t.Fatalf("JSON report does not parse: %v\n%s", err, js.String())
+	}
+	if back.Succeeded != n || back.Devices != n || len(back.Latency) != 6 {
+		t.Errorf("JSON report: %+v", back)
+	}
+	var text bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"500 succeeded, 0 failed", "provision-answer", "errors:    none", "provisioning results:   success 500"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text report lacks %q:\n%s", want, text.String())
+		}
+	}
+	checkSVG(t, rep)
+
+	// Cleanup deletes the devices, then the profile.
+	t.Logf("storm of %d devices: %.2f s", n, rep.DurationSeconds)
+	cleanupStart := time.Now()
+	deleted, err := fx.Cleanup(ctx, nil)
+	t.Logf("cleanup: %v", time.Since(cleanupStart))
+	if err != nil || deleted != n {
+		t.Fatalf("cleanup deleted %d devices: %v", deleted, err)
+	}
+	if _, err := client.GetProfile(ctx, fx.ProfileID); err == nil {
+		t.Error("the bench profile survived its cleanup")
+	}
+}
+
+// checkSVG checks that the chart is well-formed XML with an svg root.
+func checkSVG(t *testing.T, rep *Report) {
+	t.Helper()
+	var svg bytes.Buffer
+	if err := rep.WriteSVG(&svg); err != nil {
+		t.Fatal(err)
+	}
+	d := xml.NewDecoder(&svg)
+	root := ""
+	for {
+		tok, err := d.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("SVG is not well-formed XML: %v", err)
+		}
+		if se, ok := tok.(xml.StartElement); ok && root == "" {
+			root = se.Name.Local
+		}
+	}
+	if root != "svg" {
+		t.Errorf("SVG root element %q", root)
+	}
+}
+
+func TestStormAgainstClosedPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there any more
+	const n = 50
+	rep, err := Run(context.Background(), Config{MQTTAddr: addr, ProfileKey: "k", ProfileSecret: "s", Devices: n, Concurrency: 8, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Succeeded != 0 || rep.Failed != n || rep.Errors[KindConnect] != n {
+		t.Fatalf("succeeded %d, failed %d, errors %v, want %d connect errors", rep.Succeeded, rep.Failed, rep.Errors, n)
+	}
+	var text bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "connect") || !strings.Contains(text.String(), "0 succeeded, 50 failed") {
+		t.Errorf("report:\n%s", text.String())
+	}
+	checkSVG(t, rep)
+}
+
+func TestStormWrongSecret(t *testing.T) {
+	srv, base := startServer(t)
+	client, _ := apiclient.New(base, testAdminKey)
+	fx, err := CreateFixture(context.Background(), client, "bench-wrong")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	rep, err := Run(context.Background(), Config{MQTTAddr: srv.MQTTAddr().String(), ProfileKey: fx.Key, ProfileSecret: "wrong", Devices: n, Concurrency: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed != n || rep.Errors[KindProvision] != n {
+		t.Fatalf("errors %v (%v), want %d of kind %s", rep.Errors, rep.ErrorExamples, n, KindProvision)
+	}
+}
+
+func TestStormInterrupted(t *testing.T) {
+	srv, base := startServer(t)
+	client, _ := apiclient.New(base, testAdminKey)
+	fx, err := CreateFixture(context.Background(), client, "bench-cancel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	const n = 100_000
+	// At 200 devices/s, the run is far from done when it is interrupted.
+	time.AfterFunc(300*time.Millisecond, cancel)
+	rep, err := Run(ctx, Config{MQTTAddr: srv.MQTTAddr().String(), ProfileKey: fx.Key, ProfileSecret: fx.Secret, Devices: n, Rate: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Succeeded+rep.Failed != n || rep.Errors[KindCanceled] == 0 || rep.Succeeded == 0 {
+		t.Fatalf("succeeded %d, failed %d, errors %v", rep.Succeeded, rep.Failed, rep.Errors)
+	}
+}
+
+func TestValidateRefusesOtherDialects(t *testing.T) {
+	for _, c := range []Config{
+		{Dialect: "azure-dps", MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s"},
+		{Credentials: "x509", MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s"},
+		{MQTTAddr: "nowhere", ProfileKey: "k", ProfileSecret: "s"},
+		{MQTTAddr: "127.0.0.1:1"},
+		{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s", Ramp: time.Second},
+	} {
+		if err := c.Validate(); err == nil {
+			t.Errorf("%+v: accepted", c)
+		}
+	}
+}
+
+func TestArrival(t *testing.T) {
+	// 100/s after a 2 s ramp: the ramp brings 100 devices, the 100th is
+	// due at 2 s, then one every 10 ms.
+	if got := arrival(100, 100, 2*time.Second); got != 2*time.Second {
+		t.Errorf("arrival(100) = %v", got)
+	}
+	if got := arrival(150, 100, 2*time.Second); got != 2500*time.Millisecond {
+		t.Errorf("arrival(150) = %v", got)
+	}
+	if got := arrival(25, 100, 2*time.Second); got != time.Second {
+		t.Errorf("arrival(25) = %v, want 1s (a quarter of the ramp's devices by half its time)", got)
+	}
+	if got := arrival(10, 100, 0); got != 100*time.Millisecond {
+		t.Errorf("arrival without ramp = %v", got)
+	}
+}
+
+func TestSourceAddrs(t *testing.T) {
+	ips, err := sourceAddrs("127.0.0.1:1883", 3)
+	if err != nil || len(ips) != 3 || ips[2].String() != "127.0.0.4" {
+		t.Errorf("loopback: %v %v", ips, err)
+	}
+	if ips, _ := sourceAddrs("192.0.2.1:1883", 3); ips != nil {
+		t.Errorf("remote target got source addresses %v", ips)
+	}
+	if _, err := sourceAddrs("127.0.0.1:1883", 300); err == nil {
+		t.Error("300 sources accepted")
+	}
+}
+
+func TestStormServerDies(t *testing.T) {
+	srv, base := startServer(t)
+	client, _ := apiclient.New(base, testAdminKey)
+	fx, err := CreateFixture(context.Background(), client, "bench-dies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server stops a moment into the storm: devices then fail (the
+	// ones in flight closed or timed out, the later ones unable to
+	// connect), and the report still adds up.
+	time.AfterFunc(300*time.Millisecond, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Close(ctx)
+	})
+	const n = 5000
+	rep, err := Run(context.Background(), Config{MQTTAddr: srv.MQTTAddr().String(), MetricsURL: base,
+		ProfileKey: fx.Key, ProfileSecret: fx.Secret, Devices: n, Concurrency: 16, Timeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int
+	for _, c := range rep.Errors {
+		sum += c
+	}
+	if rep.Succeeded == 0 || rep.Failed == 0 || rep.Succeeded+rep.Failed != n || sum != rep.Failed || rep.Errors[KindConnect] == 0 {
+		t.Fatalf("succeeded %d, failed %d, errors %v", rep.Succeeded, rep.Failed, rep.Errors)
+	}
+	if rep.Server == nil || rep.Server.Error == "" {
+		t.Errorf("server figures of a dead server: %+v", rep.Server)
+	}
+	var text bytes.Buffer
+	rep.WriteText(&text)
+	t.Logf("report:\n%s", text.String())
+}

@@ -1,0 +1,499 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Dialects and credential types.
+const (
+	// DialectThingsBoard is ThingsBoard's device provisioning over MQTT:
+	// user name "provision", request on /provision/request, answer on
+	// /provision/response; then the device API under v1/devices/me/.
+	DialectThingsBoard = "thingsboard"
+	// CredentialsToken is a server-generated access token, the device's
+	// MQTT user name afterwards.
+	CredentialsToken = "token"
+)
+
+// Defaults of Config.
+const (
+	DefaultDevices     = 10_000
+	DefaultConcurrency = 64
+	DefaultTimeout     = 10 * time.Second
+)
+
+// ThingsBoard topics and payloads.
+const (
+	tbProvisionUser    = "provision"
+	tbRequestTopic     = "/provision/request"
+	tbResponseTopic    = "/provision/response"
+	tbTelemetryTopic   = "v1/devices/me/telemetry"
+	tbFirstTelemetry   = `{"temperature":21.5,"humidity":40.2,"firstBoot":true}`
+	provisionKeepalive = 60
+	// deviceKeepalive is what a device asks for. The bench sends no
+	// PINGREQ, so with --keep-connected the server may end sessions held
+	// longer than 1.5 times this; a storm is much shorter.
+	deviceKeepalive = 300
+)
+
+// Phase names a step of a device's exchange.
+type Phase string
+
+// Phases of the exchange, in order, and the two spans the report adds.
+const (
+	PhaseProvisionConnect Phase = "provision-connect" // TCP + CONNECT as the provisioning identity, until CONNACK
+	PhaseProvisionAnswer  Phase = "provision-answer"  // SUBSCRIBE + request, until the answer
+	PhaseDeviceConnect    Phase = "device-connect"    // TCP + CONNECT with the new credentials, until CONNACK
+	PhaseTelemetryAck     Phase = "telemetry-ack"     // first telemetry at QoS 1, until its PUBACK
+	PhaseProvisioning     Phase = "provisioning"      // provision-connect + provision-answer
+	PhaseTotal            Phase = "total"             // the whole exchange
+)
+
+// phases are the measured steps, in order; index into record.lat.
+var phases = [...]Phase{PhaseProvisionConnect, PhaseProvisionAnswer, PhaseDeviceConnect, PhaseTelemetryAck}
+
+// Config describes a storm. The zero value of an optional field picks its
+// default.
+type Config struct {
+	// Dialect and Credentials select the exchange: only DialectThingsBoard
+	// with CredentialsToken exists so far (the defaults).
+	Dialect, Credentials string
+	// MQTTAddr is the server's MQTT listener, host:port. Required.
+	MQTTAddr string
+	// MetricsURL is the server's HTTP base URL (http://host:port); when
+	// set, /metrics is read before and after the storm.
+	MetricsURL string
+	// ProfileKey and ProfileSecret are the provisioning profile's key and
+	// secret. Required.
+	ProfileKey, ProfileSecret string
+	// Devices is how many devices boot (DefaultDevices).
+	Devices int
+	// Rate, when > 0, starts devices at this many per second (open loop);
+	// Ramp then raises the rate linearly from 0 over that duration.
+	// Concurrency then caps the devices in flight (0: no cap).
+	Rate float64
+	Ramp time.Duration
+	// Concurrency is, without Rate, how many devices are in flight at once
+	// (DefaultConcurrency): each starts when another ends.
+	Concurrency int
+	// Sources is how many loopback source addresses to spread over when
+	// MQTTAddr is loopback (DefaultSources; 1 means none).
+	Sources int
+	// KeepConnected holds every device's session until the storm is over
+	// (and the server's figures are read), instead of disconnecting it
+	// after its first telemetry.
+	KeepConnected bool
+	// Timeout bounds each step of an exchange (DefaultTimeout).
+	Timeout time.Duration
+	// NamePrefix starts every device name; the device's number follows
+	// (default: "bench-" and the start time, so runs do not collide).
+	NamePrefix string
+	// Progress, when set, receives live progress; ProgressTTY redraws one
+	// line with \r instead of printing a line every few seconds.
+	Progress    io.Writer
+	ProgressTTY bool
+}
+
+// Validate checks c and fills in defaults.
+func (c *Config) Validate() error {
+	if c.Dialect == "" {
+		c.Dialect = DialectThingsBoard
+	}
+	if c.Credentials == "" {
+		c.Credentials = CredentialsToken
+	}
+	if c.Dialect != DialectThingsBoard {
+		return fmt.Errorf("dialect %q: only %q is implemented so far", c.Dialect, DialectThingsBoard)
+	}
+	if c.Credentials != CredentialsToken {
+		return fmt.Errorf("credentials %q: the %s dialect supports only %q so far", c.Credentials, c.Dialect, CredentialsToken)
+	}
+	if c.MQTTAddr == "" {
+		return errors.New("no MQTT address")
+	}
+	if _, _, err := net.SplitHostPort(c.MQTTAddr); err != nil {
+		return fmt.Errorf("MQTT address %q: want host:port", c.MQTTAddr)
+	}
+	if c.ProfileKey == "" || c.ProfileSecret == "" {
+		return errors.New("no provisioning profile key and secret")
+	}
+	if c.Devices == 0 {
+		c.Devices = DefaultDevices
+	}
+	if c.Devices < 0 {
+		return fmt.Errorf("devices %d: want at least 1", c.Devices)
+	}
+	if c.Rate < 0 || math.IsInf(c.Rate, 0) || math.IsNaN(c.Rate) {
+		return fmt.Errorf("rate %v: want a positive number of devices per second", c.Rate)
+	}
+	if c.Ramp < 0 || (c.Ramp > 0 && c.Rate == 0) {
+		return errors.New("ramp: want a positive duration, with a rate")
+	}
+	if c.Concurrency < 0 {
+		return fmt.Errorf("concurrency %d: want at least 1", c.Concurrency)
+	}
+	if c.Concurrency == 0 && c.Rate == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.Sources == 0 {
+		c.Sources = DefaultSources
+	}
+	if c.Sources < 0 {
+		return fmt.Errorf("sources %d: want at least 1", c.Sources)
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.NamePrefix == "" {
+		c.NamePrefix = "bench-" + strconv.FormatInt(time.Now().Unix(), 36) + "-"
+	}
+	return nil
+}
+
+// record is what happened to one device. Durations are from the storm's
+// start (start, end) or of a phase (lat; 0 when not reached).
+type record struct {
+	start, end time.Duration
+	lat        [len(phases)]time.Duration
+	err        *Error
+}
+
+// storm is one run in progress.
+type storm struct {
+	cfg   Config
+	srcs  []net.IP
+	start time.Time
+	recs  []record
+
+	started, done, failed, inFlight atomic.Int64
+
+	keptMu sync.Mutex
+	kept   []*mqttConn
+}
+
+// exchange runs device i's whole first boot, filling rec; with
+// KeepConnected it returns the device's open session.
+type exchange func(ctx context.Context, s *storm, i int, rec *record) (*mqttConn, error)
+
+// exchanges maps "dialect/credentials" to its exchange: adding a dialect
+// is adding an entry here (and lifting the check in Validate).
+var exchanges = map[string]exchange{
+	DialectThingsBoard + "/" + CredentialsToken: thingsBoardToken,
+}
+
+// Run plays the storm described by cfg and reports it. It returns an
+// error only when the storm could not be run at all (bad configuration,
+// too few open files); failures of devices are in the report
+// (Report.Failed), and an interrupted ctx ends the storm early with the
+// remaining devices counted as KindCanceled.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ex := exchanges[cfg.Dialect+"/"+cfg.Credentials]
+	srcs, err := sourceAddrs(cfg.MQTTAddr, cfg.Sources)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.KeepConnected {
+		// One file per kept device, one per device in flight, and room
+		// for the runtime, the HTTP client and the terminal.
+		need := uint64(cfg.Devices) + uint64(cfg.Concurrency) + 256
+		if cfg.Rate > 0 && cfg.Concurrency == 0 {
+			need += uint64(cfg.Rate * cfg.Timeout.Seconds())
+		}
+		if err := ensureFileLimit(need); err != nil {
+			return nil, err
+		}
+	}
+	var before *metricsSnapshot
+	var beforeErr error
+	var beforeAt time.Time
+	if cfg.MetricsURL != "" {
+		before, beforeErr = scrapeMetrics(ctx, cfg.MetricsURL)
+		beforeAt = time.Now()
+	}
+	s := &storm{cfg: cfg, srcs: srcs, recs: make([]record, cfg.Devices)}
+	s.start = time.Now()
+	cpu0 := selfCPU()
+	stopProgress := s.progress()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if cfg.Rate > 0 {
+		s.runRate(runCtx, ex)
+	} else {
+		s.runClosed(runCtx, ex)
+	}
+	elapsed := time.Since(s.start)
+	stopProgress()
+	// Devices never started (an interrupted run) are failures too, so
+	// that successes + errors = devices.
+	for i := range s.recs {
+		if r := &s.recs[i]; r.err == nil && r.end == 0 {
+			r.err = &Error{Kind: KindCanceled, Err: context.Canceled}
+		}
+	}
+	rep := s.report(elapsed)
+	rep.BenchCPUSeconds = round1((selfCPU() - cpu0).Seconds())
+	rep.BenchCPUPercent = math.Round(100 * rep.BenchCPUSeconds / elapsed.Seconds())
+	if cfg.MetricsURL != "" {
+		rep.Server = serverFigures(context.WithoutCancel(ctx), cfg.MetricsURL, before, beforeErr, beforeAt)
+	}
+	s.keptMu.Lock()
+	for _, c := range s.kept {
+		c.close(true)
+	}
+	s.kept = nil
+	s.keptMu.Unlock()
+	return rep, nil
+}
+
+// runClosed keeps Concurrency devices in flight until every device ran.
+func (s *storm) runClosed(ctx context.Context, ex exchange) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < s.cfg.Concurrency; w++ {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= len(s.recs) {
+					return
+				}
+				s.device(ctx, ex, i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// arrival is when device i is due, from the start, at rate r/s after a
+// linear ramp from 0 to r over ramp: the ramp brings r·ramp/2 devices.
+func arrival(i int, r float64, ramp time.Duration) time.Duration {
+	x := float64(i)
+	rs := ramp.Seconds()
+	if rs > 0 && x < r*rs/2 {
+		return time.Duration(math.Sqrt(2*x*rs/r) * float64(time.Second))
+	}
+	return time.Duration((rs + (x-r*rs/2)/r) * float64(time.Second))
+}
+
+// runRate starts devices at their arrival times (open loop: a slow server
+// does not slow arrivals down, as with real devices), at most Concurrency
+// at once when set.
+func (s *storm) runRate(ctx context.Context, ex exchange) {
+	var wg sync.WaitGroup
+	var slots chan struct{}
+	if s.cfg.Concurrency > 0 {
+		slots = make(chan struct{}, s.cfg.Concurrency)
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for i := range s.recs {
+		if d := arrival(i, s.cfg.Rate, s.cfg.Ramp) - time.Since(s.start); d > 0 {
+			t.Reset(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+		}
+		if slots != nil {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			s.device(ctx, ex, i)
+			if slots != nil {
+				<-slots
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// device runs device i and records the outcome.
+func (s *storm) device(ctx context.Context, ex exchange, i int) {
+	rec := &s.recs[i]
+	rec.start = time.Since(s.start)
+	s.started.Add(1)
+	s.inFlight.Add(1)
+	c, err := ex(ctx, s, i, rec)
+	rec.end = time.Since(s.start)
+	if err != nil {
+		e := classify(err, "", false)
+		if ctx.Err() != nil && e.Kind != KindCanceled {
+			// The deadline fired because the run was interrupted.
+			e = &Error{Kind: KindCanceled, Phase: e.Phase, Err: err}
+		}
+		rec.err = e
+		s.failed.Add(1)
+	} else if c != nil {
+		s.keptMu.Lock()
+		s.kept = append(s.kept, c)
+		s.keptMu.Unlock()
+	}
+	s.inFlight.Add(-1)
+	s.done.Add(1)
+}
+
+// deviceName is device i's name.
+func (s *storm) deviceName(i int) string {
+	return s.cfg.NamePrefix + fmt.Sprintf("%06d", i)
+}
+
+// source is device i's source address (nil: the system's choice).
+func (s *storm) source(i int) net.IP {
+	if len(s.srcs) == 0 {
+		return nil
+	}
+	return s.srcs[i%len(s.srcs)]
+}
+
+// open dials the server for a device and arranges for ctx's end to abort
+// whatever the session is waiting for.
+func (s *storm) open(ctx context.Context, i int, phase Phase) (*mqttConn, func() bool, error) {
+	c, err := dialMQTT(s.cfg.MQTTAddr, s.source(i), s.cfg.Timeout)
+	if err != nil {
+		return nil, nil, classify(err, phase, true)
+	}
+	// No goroutine per session: the callback runs only if ctx ends.
+	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
+	return c, stop, nil
+}
+
+// tbAnswer is ThingsBoard's provisioning answer.
+type tbAnswer struct {
+	Status           string          `json:"status"`
+	CredentialsType  string          `json:"credentialsType"`
+	CredentialsValue json.RawMessage `json:"credentialsValue"`
+	ErrorMsg         string          `json:"errorMsg"`
+}
+
+// thingsBoardToken is the ThingsBoard first boot with a server-generated
+// access token: provision as "provision", then connect with the token and
+// publish the first telemetry at QoS 1.
+func thingsBoardToken(ctx context.Context, s *storm, i int, rec *record) (*mqttConn, error) {
+	name := s.deviceName(i)
+	t0 := time.Now()
+	token, err := func() (string, error) {
+		c, stop, err := s.open(ctx, i, PhaseProvisionConnect)
+		if err != nil {
+			return "", err
+		}
+		defer stop()
+		defer c.close(true)
+		c.setDeadline(time.Now().Add(s.cfg.Timeout))
+		if err := c.connect(name, tbProvisionUser, provisionKeepalive); err != nil {
+			return "", classify(err, PhaseProvisionConnect, false)
+		}
+		t1 := time.Now()
+		rec.lat[0] = t1.Sub(t0)
+		c.setDeadline(time.Now().Add(s.cfg.Timeout))
+		if err := c.subscribe(tbResponseTopic, 1); err != nil {
+			return "", classify(err, PhaseProvisionAnswer, false)
+		}
+		req, _ := json.Marshal(map[string]string{"deviceName": name, "provisionDeviceKey": s.cfg.ProfileKey, "provisionDeviceSecret": s.cfg.ProfileSecret})
+		pub, id := c.publish(tbRequestTopic, 1, req)
+		if err := c.send(pub); err != nil {
+			return "", classify(err, PhaseProvisionAnswer, false)
+		}
+		// The PUBACK of the request and the answer may come in either
+		// order; the answer is what the device waits for.
+		for {
+			pk, err := c.read()
+			if err != nil {
+				return "", classify(err, PhaseProvisionAnswer, false)
+			}
+			if pk.FixedHeader.Type != packets.Publish || pk.TopicName != tbResponseTopic {
+				if pk.FixedHeader.Type == packets.Puback && pk.PacketID == id && pk.ReasonCode >= 0x80 {
+					return "", &Error{Kind: KindRefused, Phase: PhaseProvisionAnswer, Err: fmt.Errorf("request refused (PUBACK %#x)", pk.ReasonCode)}
+				}
+				continue
+			}
+			rec.lat[1] = time.Since(t1)
+			c.ack(pk) // courtesy: the session ends anyway
+			return tokenOf(pk.Payload)
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	t2 := time.Now()
+	c, stop, err := s.open(ctx, i, PhaseDeviceConnect)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	ok := false
+	defer func() {
+		if !ok {
+			c.close(false)
+		}
+	}()
+	c.setDeadline(time.Now().Add(s.cfg.Timeout))
+	if err := c.connect(name, token, deviceKeepalive); err != nil {
+		return nil, classify(err, PhaseDeviceConnect, false)
+	}
+	t3 := time.Now()
+	rec.lat[2] = t3.Sub(t2)
+	c.setDeadline(time.Now().Add(s.cfg.Timeout))
+	pub, id := c.publish(tbTelemetryTopic, 1, []byte(tbFirstTelemetry))
+	if err := c.send(pub); err != nil {
+		return nil, classify(err, PhaseTelemetryAck, false)
+	}
+	for {
+		pk, err := c.read()
+		if err != nil {
+			return nil, classify(err, PhaseTelemetryAck, false)
+		}
+		if pk.FixedHeader.Type == packets.Puback && pk.PacketID == id {
+			break
+		}
+		if pk.FixedHeader.Type == packets.Publish {
+			c.ack(pk) // e.g. a shared attribute; not what we wait for
+		}
+	}
+	rec.lat[3] = time.Since(t3)
+	ok = true
+	if s.cfg.KeepConnected {
+		c.setDeadline(time.Time{})
+		return c, nil
+	}
+	c.close(true)
+	return nil, nil
+}
+
+// tokenOf reads the access token out of a provisioning answer.
+func tokenOf(payload []byte) (string, error) {
+	var a tbAnswer
+	if err := json.Unmarshal(payload, &a); err != nil {
+		return "", &Error{Kind: KindProtocol, Phase: PhaseProvisionAnswer, Err: fmt.Errorf("answer %.200q: %w", payload, err)}
+	}
+	if a.Status != "SUCCESS" {
+		return "", &Error{Kind: KindProvision, Phase: PhaseProvisionAnswer, Err: fmt.Errorf("status %s: %s", a.Status, a.ErrorMsg)}
+	}
+	if a.CredentialsType != "ACCESS_TOKEN" {
+		return "", &Error{Kind: KindProtocol, Phase: PhaseProvisionAnswer, Err: fmt.Errorf("credentials of type %q: the profile must issue ACCESS_TOKEN", a.CredentialsType)}
+	}
+	var tok string
+	if err := json.Unmarshal(a.CredentialsValue, &tok); err != nil || tok == "" {
+		return "", &Error{Kind: KindProtocol, Phase: PhaseProvisionAnswer, Err: fmt.Errorf("credentialsValue %.100s is not a token", a.CredentialsValue)}
+	}
+	return tok, nil
+}
