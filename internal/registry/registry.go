@@ -32,7 +32,9 @@ type ConflictError struct {
 	// What collided: "device" (name taken or version changed), "profile" (name
 	// or provision key taken, or version changed), "credential" (lookup key or
 	// MQTT user name in use by another active credential), "apikey" (hash
-	// taken, or the organisation's last admin key).
+	// taken, or the organisation's last admin key), "enrollment"
+	// (registration id taken or version changed), "enrollmentGroup" (group
+	// id taken or version changed).
 	What string
 	// Detail is a human sentence, safe to show to an operator.
 	Detail string

@@ -119,6 +119,46 @@ type Store interface {
 	// of that issuer's CRL — ordered by serial, without their PEM.
 	ListRevokedCertificates(ctx context.Context, issuer string, validAt time.Time) ([]Certificate, error)
 
+	// Azure DPS enrollments (see enrollment.go).
+
+	// CreateEnrollment inserts e; Version is set to 1, CreatedAt and
+	// UpdatedAt when zero. RegistrationID is unique per organisation
+	// (ConflictError{What: "enrollment"}).
+	CreateEnrollment(ctx context.Context, e *Enrollment) error
+	// GetEnrollment returns the individual enrollment with the
+	// registration id, which is matched without regard to case.
+	GetEnrollment(ctx context.Context, orgID, registrationID string) (*Enrollment, error)
+	// ListEnrollments returns enrollments ordered by registration id.
+	ListEnrollments(ctx context.Context, orgID string, opts ListOptions) (enrollments []Enrollment, next string, err error)
+	// UpdateEnrollment replaces every mutable field (all but OrgID,
+	// RegistrationID, CreatedAt) with e's, provided the stored Version
+	// equals e.Version (else ConflictError{What: "enrollment"}); on
+	// success e.Version is incremented and UpdatedAt set.
+	UpdateEnrollment(ctx context.Context, e *Enrollment) error
+	DeleteEnrollment(ctx context.Context, orgID, registrationID string) error
+
+	// CreateEnrollmentGroup inserts g, as CreateEnrollment does; ID is
+	// unique per organisation (ConflictError{What: "enrollmentGroup"}).
+	CreateEnrollmentGroup(ctx context.Context, g *EnrollmentGroup) error
+	// GetEnrollmentGroup returns the group with the id, matched without
+	// regard to case.
+	GetEnrollmentGroup(ctx context.Context, orgID, id string) (*EnrollmentGroup, error)
+	// ListEnrollmentGroups returns groups ordered by id.
+	ListEnrollmentGroups(ctx context.Context, orgID string, opts ListOptions) (groups []EnrollmentGroup, next string, err error)
+	// UpdateEnrollmentGroup is UpdateEnrollment for groups
+	// (ConflictError{What: "enrollmentGroup"}).
+	UpdateEnrollmentGroup(ctx context.Context, g *EnrollmentGroup) error
+	DeleteEnrollmentGroup(ctx context.Context, orgID, id string) error
+
+	// IDScope returns the organisation's DPS ID scope, generating it
+	// (NewIDScope) on the first call; it never changes afterwards. An
+	// unknown organisation is ErrNotFound.
+	IDScope(ctx context.Context, orgID string) (string, error)
+	// OrgByIDScope returns the organisation whose ID scope is idScope
+	// (matched without regard to case), for a device's registration that
+	// names the scope alone.
+	OrgByIDScope(ctx context.Context, idScope string) (orgID string, err error)
+
 	// Audit.
 
 	// AppendAudit records events; Seq is assigned by the store.

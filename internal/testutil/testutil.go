@@ -25,8 +25,10 @@ func RequireTool(t testing.TB, name string) string {
 	}
 	pkg := "mosquitto-clients"
 	switch name {
-	case "curl", "openssl":
+	case "curl", "openssl", "python3":
 		pkg = name
+	case "node":
+		pkg = "nodejs"
 	}
 	if os.Getenv("CI") != "" {
 		t.Fatalf("%s is required in CI: apt-get install %s", name, pkg)

@@ -42,6 +42,8 @@
 //   - A profile's X509Chain round-trips as given (nil stays nil);
 //     ListX509ChainProfiles lists, across organisations, exactly the
 //     profiles that have one.
+//   - DPS enrollments, enrollment groups and ID scopes: see the rules at
+//     the top of enrollments.go.
 //
 // Every subtest gets its own fresh store from newStore.
 package storetest
@@ -78,6 +80,9 @@ func Run(t *testing.T, newStore func(t *testing.T) registry.Store) {
 		{"Audit", auditTests},
 		{"APIKeys", apiKeyTests},
 		{"Certificates", certificateTests},
+		{"Enrollments", enrollmentTests},
+		{"EnrollmentGroups", enrollmentGroupTests},
+		{"IDScope", idScopeTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
