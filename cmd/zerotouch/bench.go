@@ -20,7 +20,7 @@ import (
 // newBenchCmd is the "bench" group: load tools that play simulated devices
 // against a server.
 func newBenchCmd(client *clientOptions) *cobra.Command {
-	return newGroupCmd("bench", "Load tests with simulated devices (provisioning storms)", newBenchProvisionCmd(client))
+	return newGroupCmd("bench", "Load tests with simulated devices (provisioning storms, telemetry)", newBenchProvisionCmd(client), newBenchTelemetryCmd(client))
 }
 
 // benchProvisionOptions are the flags of "bench provision".
@@ -108,15 +108,9 @@ func (o *benchProvisionOptions) run(cmd *cobra.Command, client *clientOptions) e
 	}
 	ctx := cmd.Context()
 	cfg := o.cfg
-	if o.httpURL == "" {
-		o.httpURL = client.server
-	}
-	u, err := url.Parse(o.httpURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return usageError(cmd, fmt.Errorf("--http %q: want http://host:port", o.httpURL))
-	}
-	if cfg.MQTTAddr == "" {
-		cfg.MQTTAddr = net.JoinHostPort(u.Hostname(), "1883")
+	var err error
+	if o.httpURL, cfg.MQTTAddr, err = benchTarget(cmd, client, o.httpURL, cfg.MQTTAddr); err != nil {
+		return err
 	}
 	cfg.MetricsURL = o.httpURL
 	if cfg.Rate > 0 && !cmd.Flags().Changed("concurrency") {
@@ -139,22 +133,12 @@ func (o *benchProvisionOptions) run(cmd *cobra.Command, client *clientOptions) e
 	stderr := cmd.ErrOrStderr()
 	var fx *bench.Fixture
 	if cfg.ProfileKey == "" {
-		if client.key() == "" {
-			return usageError(cmd, errors.New("no profile: give --profile-key and --profile-secret, or an API key (--api-key or ZEROTOUCH_API_KEY) to create a temporary one"))
-		}
-		c, err := apiclient.New(o.httpURL, client.key())
-		if err != nil {
-			return usageError(cmd, err)
-		}
-		if fx, err = bench.CreateFixture(ctx, c, cfg.NamePrefix+"profile"); err != nil {
+		if fx, err = benchFixture(cmd, client, o.httpURL, cfg.NamePrefix); err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "created temporary profile %s (%s)\n", fx.Name, fx.ProfileID)
 		cfg.ProfileKey, cfg.ProfileSecret = fx.Key, fx.Secret
 	}
-	if f, ok := stderr.(*os.File); ok {
-		cfg.ProgressTTY = isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd())
-	}
+	cfg.ProgressTTY = isTTY(stderr)
 	cfg.Progress = stderr
 	rep, runErr := bench.Run(ctx, cfg)
 	if runErr == nil {
@@ -171,7 +155,7 @@ func (o *benchProvisionOptions) run(cmd *cobra.Command, client *clientOptions) e
 		}
 	}
 	if fx != nil {
-		o.cleanup(ctx, stderr, fx)
+		cleanupFixture(ctx, stderr, fx, o.keepFixtures, o.cleanupWindow)
 	}
 	if runErr != nil {
 		var fl *bench.FileLimitError
@@ -186,15 +170,55 @@ func (o *benchProvisionOptions) run(cmd *cobra.Command, client *clientOptions) e
 	return nil
 }
 
-// cleanup deletes the temporary profile and its devices, or says what was
-// kept. It runs even when the storm was interrupted, so that an
+// benchTarget checks the --http URL (default: --server) and derives the
+// MQTT address from it when none is given.
+func benchTarget(cmd *cobra.Command, client *clientOptions, httpURL, mqttAddr string) (string, string, error) {
+	if httpURL == "" {
+		httpURL = client.server
+	}
+	u, err := url.Parse(httpURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", "", usageError(cmd, fmt.Errorf("--http %q: want http://host:port", httpURL))
+	}
+	if mqttAddr == "" {
+		mqttAddr = net.JoinHostPort(u.Hostname(), "1883")
+	}
+	return httpURL, mqttAddr, nil
+}
+
+// benchFixture creates a temporary allow-create profile through the
+// management API, with the API key given.
+func benchFixture(cmd *cobra.Command, client *clientOptions, httpURL, prefix string) (*bench.Fixture, error) {
+	if client.key() == "" {
+		return nil, usageError(cmd, errors.New("no profile: give --profile-key and --profile-secret, or an API key (--api-key or ZEROTOUCH_API_KEY) to create a temporary one"))
+	}
+	c, err := apiclient.New(httpURL, client.key())
+	if err != nil {
+		return nil, usageError(cmd, err)
+	}
+	fx, err := bench.CreateFixture(cmd.Context(), c, prefix+"profile")
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "created temporary profile %s (%s)\n", fx.Name, fx.ProfileID)
+	return fx, nil
+}
+
+// isTTY says whether w is a terminal (progress is then redrawn in place).
+func isTTY(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+}
+
+// cleanupFixture deletes the temporary profile and its devices, or says
+// what was kept. It runs even when the run was interrupted, so that an
 // interrupted run leaves nothing behind.
-func (o *benchProvisionOptions) cleanup(ctx context.Context, w io.Writer, fx *bench.Fixture) {
-	if o.keepFixtures {
+func cleanupFixture(ctx context.Context, w io.Writer, fx *bench.Fixture, keep bool, window time.Duration) {
+	if keep {
 		fmt.Fprintf(w, "kept profile %s (%s) and its devices: provision key %s\n", fx.Name, fx.ProfileID, fx.Key)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.cleanupWindow)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), window)
 	defer cancel()
 	fmt.Fprintf(w, "deleting the temporary profile's devices (one API call each)…\n")
 	start := time.Now()
@@ -216,4 +240,148 @@ func writeChart(path string, rep *bench.Report) error {
 		return err
 	}
 	return f.Close()
+}
+
+// benchTelemetryOptions are the flags of "bench telemetry".
+type benchTelemetryOptions struct {
+	cfg           bench.TelemetryConfig
+	httpURL       string
+	keepFixtures  bool
+	cleanupWindow time.Duration
+}
+
+func newBenchTelemetryCmd(client *clientOptions) *cobra.Command {
+	o := &benchTelemetryOptions{cleanupWindow: 10 * time.Minute}
+	cmd := &cobra.Command{
+		Use:   "telemetry [flags]",
+		Short: "Telemetry load: M connected simulated devices publish at a rate; stored throughput and memory per connection",
+		Long: `Telemetry load: M simulated devices provision, connect and publish telemetry
+at a rate, and a report says what the server stored and what each connection
+costs it.
+
+First every device provisions (ThingsBoard dialect, access token, like
+"bench provision"). The bench then reads the server's /metrics once nothing
+is pending and --settle has passed, connects every device with its token
+(-c at a time, from 127.0.0.2… against a loopback server, --sources), waits
+again, and reads /metrics once more: the difference in resident memory over
+the devices is the server's KiB per connection.
+
+Then the devices publish on v1/devices/me/telemetry for --duration: --rate
+messages/s in total, evenly spread over the devices and in time (device k of M
+sends its j-th message at (k + j·M)/rate s; 0: idle sessions that only ping).
+Every message is 100 bytes with the device's own timestamp, one millisecond
+after its previous one, and 5 numeric values:
+  {"ts":1764000000000,"values":{"temp":21.5,"hum":40.2,"pressure":1013,"voltage":230,"current":1.255}}
+At --qos 1 a device has at most --window messages unacknowledged and waits for
+a PUBACK when it has that many; at --qos 0 it sends open loop.
+
+Stored means accepted (zerotouch_telemetry_values_total) and committed: the
+clock runs from the first publish until zerotouch_telemetry_pending_records is
+back to 0. The report gives messages and values sent, acknowledged and stored,
+values/s stored, messages by result (overloaded, rate_limited…), refused
+CONNECTs, the server's RSS before and after connecting and after the load, the
+CPU of both sides, and errors by kind; -o json for the same as JSON. Live
+progress goes to stderr. The exit code is 1 when a device failed or, at QoS 1,
+a message went unacknowledged.
+
+The server's limits apply: its per-device rate (--device-rate, 10 messages/s
+by default) and its session cap (--mqtt-max-clients, 10,000 by default); start
+it with higher ones for a heavy run. Every connection is an open file of this
+process: it raises its own limit to the hard one and says which 'ulimit -n' to
+set when that is not enough.`,
+		Example: `  # 1,000 devices, 20,000 messages/s (100,000 values/s) for 10 s at QoS 1
+  ZEROTOUCH_API_KEY=... zerotouch bench telemetry --http http://127.0.0.1:18080 --mqtt 127.0.0.1:18883 \
+      -n 1000 --rate 20000 --duration 10s --qos 1
+
+  # memory per connection: 10,000 devices, lightly loaded
+  zerotouch bench telemetry --http http://127.0.0.1:18080 --mqtt 127.0.0.1:18883 -n 10000 --rate 2000 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.run(cmd, client)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVarP(&o.cfg.Devices, "devices", "n", bench.DefaultTelemetryDevices, "simulated devices, all connected at once")
+	f.Float64Var(&o.cfg.Rate, "rate", bench.DefaultTelemetryRate, "messages/s of all devices together (0: idle sessions)")
+	f.DurationVar(&o.cfg.Duration, "duration", bench.DefaultTelemetryDuration, "how long the devices publish")
+	f.IntVar(&o.cfg.QoS, "qos", 1, "QoS of the messages: 0 or 1")
+	f.IntVar(&o.cfg.Window, "window", bench.DefaultWindow, "at QoS 1: most unacknowledged messages per device")
+	f.IntVarP(&o.cfg.Concurrency, "concurrency", "c", bench.DefaultConcurrency, "devices provisioning, then connecting, at once")
+	f.StringVar(&o.cfg.MQTTAddr, "mqtt", "", "server's MQTT address host:port (default: the host of --http, port 1883)")
+	f.StringVar(&o.httpURL, "http", "", "server's HTTP base URL, for /metrics and the temporary profile (default: --server)")
+	f.StringVar(&o.cfg.ProfileKey, "profile-key", "", "provision key of an existing allow-create profile issuing access tokens (instead of a temporary one)")
+	f.StringVar(&o.cfg.ProfileSecret, "profile-secret", "", "provision secret of that profile")
+	f.BoolVar(&o.keepFixtures, "keep", false, "keep the temporary profile and its devices")
+	f.IntVar(&o.cfg.Sources, "sources", bench.DefaultSources, "loopback source addresses 127.0.0.2… to spread over (loopback targets only)")
+	f.DurationVar(&o.cfg.Timeout, "timeout", bench.DefaultTimeout, "limit of each provisioning and connecting step, each write, and the wait for the last PUBACKs")
+	f.DurationVar(&o.cfg.Settle, "settle", bench.DefaultSettle, "wait this long once the server has nothing pending before reading its memory")
+	f.StringVar(&o.cfg.NamePrefix, "prefix", "", `device name prefix (default "bench-" and the start time)`)
+	return cmd
+}
+
+func (o *benchTelemetryOptions) run(cmd *cobra.Command, client *clientOptions) error {
+	if err := client.checkOutput(cmd); err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	cfg := o.cfg
+	var err error
+	if o.httpURL, cfg.MQTTAddr, err = benchTarget(cmd, client, o.httpURL, cfg.MQTTAddr); err != nil {
+		return err
+	}
+	cfg.MetricsURL = o.httpURL
+	if (cfg.ProfileKey == "") != (cfg.ProfileSecret == "") {
+		return usageError(cmd, errors.New("give both --profile-key and --profile-secret"))
+	}
+	check := cfg
+	if check.ProfileKey == "" {
+		check.ProfileKey, check.ProfileSecret = "-", "-"
+	}
+	if err := check.Validate(); err != nil {
+		return usageError(cmd, err)
+	}
+	if cfg.NamePrefix == "" {
+		cfg.NamePrefix = check.NamePrefix
+	}
+	stderr := cmd.ErrOrStderr()
+	var fx *bench.Fixture
+	if cfg.ProfileKey == "" {
+		if fx, err = benchFixture(cmd, client, o.httpURL, cfg.NamePrefix); err != nil {
+			return err
+		}
+		cfg.ProfileKey, cfg.ProfileSecret = fx.Key, fx.Secret
+	}
+	cfg.ProgressTTY = isTTY(stderr)
+	cfg.Progress = stderr
+	rep, runErr := bench.RunTelemetry(ctx, cfg)
+	if runErr == nil {
+		out := cmd.OutOrStdout()
+		if client.output == outputJSON {
+			runErr = rep.WriteJSON(out)
+		} else {
+			runErr = rep.WriteText(out)
+		}
+	}
+	if fx != nil {
+		cleanupFixture(ctx, stderr, fx, o.keepFixtures, o.cleanupWindow)
+	}
+	if runErr != nil {
+		var fl *bench.FileLimitError
+		if errors.As(runErr, &fl) {
+			return &exitError{code: exitFailure, err: runErr}
+		}
+		return runErr
+	}
+	if !rep.OK() {
+		n := 0
+		for _, c := range rep.Errors {
+			n += c
+		}
+		var unacked int64
+		if rep.QoS == 1 {
+			unacked = rep.Sent - rep.Acked
+		}
+		return &exitError{code: exitFailure, err: fmt.Errorf("%d device errors, %d of %d devices connected, %d of %d messages unacknowledged", n, rep.Connected, rep.Devices, unacked, rep.Sent)}
+	}
+	return nil
 }

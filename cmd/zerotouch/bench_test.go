@@ -103,3 +103,49 @@ func TestBenchProvisionFailures(t *testing.T) {
 		}
 	}
 }
+
+func TestBenchTelemetry(t *testing.T) {
+	base, mqtt := startBenchServer(t)
+	r := execute("bench", "telemetry", "--http", base, "--mqtt", mqtt, "--api-key", benchTestKey,
+		"-n", "50", "--rate", "200", "--duration", "1s", "--qos", "1", "--sources", "2", "--settle", "100ms", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	var rep bench.TelemetryReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("-o json: %v\n%s", err, r.stdout)
+	}
+	if rep.Connected != 50 || rep.Sent == 0 || rep.Acked != rep.Sent || rep.Server == nil || rep.Server.StoredValues != float64(rep.Acked*5) {
+		t.Errorf("report: %s", r.stdout)
+	}
+	for _, want := range []string{"created temporary profile", "50/50 connected", "deleted 50 devices"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+}
+
+func TestBenchTelemetryFailures(t *testing.T) {
+	t.Setenv("ZEROTOUCH_API_KEY", "")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	for _, tc := range []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"--qos", "2", "--profile-key", "k", "--profile-secret", "s"}, exitUsage, "want 0 or 1"},
+		{[]string{"--profile-key", "k"}, exitUsage, "both --profile-key and --profile-secret"},
+		{nil, exitUsage, "no profile"},
+		{[]string{"--mqtt", closed, "--http", "http://" + closed, "--profile-key", "k", "--profile-secret", "s", "-n", "10"}, exitFailure, "0 provisioned"},
+	} {
+		r := execute(append([]string{"bench", "telemetry"}, tc.args...)...)
+		if r.code != tc.code || !strings.Contains(r.stdout+r.stderr, tc.out) {
+			t.Errorf("%v: exit %d, want %d with %q\nstdout: %s\nstderr: %s", tc.args, r.code, tc.code, tc.out, r.stdout, r.stderr)
+		}
+	}
+}

@@ -43,10 +43,16 @@ func sourceAddrs(target string, n int) ([]net.IP, error) {
 // needs, and what to raise.
 type FileLimitError struct {
 	Need, Limit uint64
+	// Instead is what else to do (default: run without --keep-connected).
+	Instead string
 }
 
 func (e *FileLimitError) Error() string {
+	instead := e.Instead
+	if instead == "" {
+		instead = "run fewer devices, or run without --keep-connected"
+	}
 	return fmt.Sprintf("keeping the devices connected needs about %d open files, and this process may open at most %d (the hard limit): "+
-		"raise it (e.g. 'ulimit -n %d' as root or in limits.conf, LimitNOFILE= for a service), run fewer devices, or run without --keep-connected",
-		e.Need, e.Limit, e.Need)
+		"raise it (e.g. 'ulimit -n %d' as root or in limits.conf, LimitNOFILE= for a service), %s",
+		e.Need, e.Limit, e.Need, instead)
 }

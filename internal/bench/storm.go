@@ -202,7 +202,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	ex := exchanges[cfg.Dialect+"/"+cfg.Credentials]
+	return runStorm(ctx, cfg, exchanges[cfg.Dialect+"/"+cfg.Credentials])
+}
+
+// runStorm is Run with a validated cfg and the exchange each device does.
+func runStorm(ctx context.Context, cfg Config, ex exchange) (*Report, error) {
 	srcs, err := sourceAddrs(cfg.MQTTAddr, cfg.Sources)
 	if err != nil {
 		return nil, err
@@ -385,52 +389,58 @@ type tbAnswer struct {
 	ErrorMsg         string          `json:"errorMsg"`
 }
 
+// tbProvision is the provisioning half of the ThingsBoard first boot:
+// connect as "provision", subscribe to the answer, publish the request and
+// wait for the answer; it returns the access token device i got.
+func (s *storm) tbProvision(ctx context.Context, i int, rec *record) (string, error) {
+	name := s.deviceName(i)
+	t0 := time.Now()
+	c, stop, err := s.open(ctx, i, PhaseProvisionConnect)
+	if err != nil {
+		return "", err
+	}
+	defer stop()
+	defer c.close(true)
+	c.setDeadline(time.Now().Add(s.cfg.Timeout))
+	if err := c.connect(name, tbProvisionUser, provisionKeepalive); err != nil {
+		return "", classify(err, PhaseProvisionConnect, false)
+	}
+	t1 := time.Now()
+	rec.lat[0] = t1.Sub(t0)
+	c.setDeadline(time.Now().Add(s.cfg.Timeout))
+	if err := c.subscribe(tbResponseTopic, 1); err != nil {
+		return "", classify(err, PhaseProvisionAnswer, false)
+	}
+	req, _ := json.Marshal(map[string]string{"deviceName": name, "provisionDeviceKey": s.cfg.ProfileKey, "provisionDeviceSecret": s.cfg.ProfileSecret})
+	pub, id := c.publish(tbRequestTopic, 1, req)
+	if err := c.send(pub); err != nil {
+		return "", classify(err, PhaseProvisionAnswer, false)
+	}
+	// The PUBACK of the request and the answer may come in either
+	// order; the answer is what the device waits for.
+	for {
+		pk, err := c.read()
+		if err != nil {
+			return "", classify(err, PhaseProvisionAnswer, false)
+		}
+		if pk.FixedHeader.Type != packets.Publish || pk.TopicName != tbResponseTopic {
+			if pk.FixedHeader.Type == packets.Puback && pk.PacketID == id && pk.ReasonCode >= 0x80 {
+				return "", &Error{Kind: KindRefused, Phase: PhaseProvisionAnswer, Err: fmt.Errorf("request refused (PUBACK %#x)", pk.ReasonCode)}
+			}
+			continue
+		}
+		rec.lat[1] = time.Since(t1)
+		c.ack(pk) // courtesy: the session ends anyway
+		return tokenOf(pk.Payload)
+	}
+}
+
 // thingsBoardToken is the ThingsBoard first boot with a server-generated
 // access token: provision as "provision", then connect with the token and
 // publish the first telemetry at QoS 1.
 func thingsBoardToken(ctx context.Context, s *storm, i int, rec *record) (*mqttConn, error) {
 	name := s.deviceName(i)
-	t0 := time.Now()
-	token, err := func() (string, error) {
-		c, stop, err := s.open(ctx, i, PhaseProvisionConnect)
-		if err != nil {
-			return "", err
-		}
-		defer stop()
-		defer c.close(true)
-		c.setDeadline(time.Now().Add(s.cfg.Timeout))
-		if err := c.connect(name, tbProvisionUser, provisionKeepalive); err != nil {
-			return "", classify(err, PhaseProvisionConnect, false)
-		}
-		t1 := time.Now()
-		rec.lat[0] = t1.Sub(t0)
-		c.setDeadline(time.Now().Add(s.cfg.Timeout))
-		if err := c.subscribe(tbResponseTopic, 1); err != nil {
-			return "", classify(err, PhaseProvisionAnswer, false)
-		}
-		req, _ := json.Marshal(map[string]string{"deviceName": name, "provisionDeviceKey": s.cfg.ProfileKey, "provisionDeviceSecret": s.cfg.ProfileSecret})
-		pub, id := c.publish(tbRequestTopic, 1, req)
-		if err := c.send(pub); err != nil {
-			return "", classify(err, PhaseProvisionAnswer, false)
-		}
-		// The PUBACK of the request and the answer may come in either
-		// order; the answer is what the device waits for.
-		for {
-			pk, err := c.read()
-			if err != nil {
-				return "", classify(err, PhaseProvisionAnswer, false)
-			}
-			if pk.FixedHeader.Type != packets.Publish || pk.TopicName != tbResponseTopic {
-				if pk.FixedHeader.Type == packets.Puback && pk.PacketID == id && pk.ReasonCode >= 0x80 {
-					return "", &Error{Kind: KindRefused, Phase: PhaseProvisionAnswer, Err: fmt.Errorf("request refused (PUBACK %#x)", pk.ReasonCode)}
-				}
-				continue
-			}
-			rec.lat[1] = time.Since(t1)
-			c.ack(pk) // courtesy: the session ends anyway
-			return tokenOf(pk.Payload)
-		}
-	}()
+	token, err := s.tbProvision(ctx, i, rec)
 	if err != nil {
 		return nil, err
 	}
