@@ -108,38 +108,14 @@ func (o *benchProvisionOptions) run(cmd *cobra.Command, client *clientOptions) e
 	}
 	ctx := cmd.Context()
 	cfg := o.cfg
-	var err error
-	if o.httpURL, cfg.MQTTAddr, err = benchTarget(cmd, client, o.httpURL, cfg.MQTTAddr); err != nil {
-		return err
-	}
-	cfg.MetricsURL = o.httpURL
 	if cfg.Rate > 0 && !cmd.Flags().Changed("concurrency") {
 		cfg.Concurrency = 0 // open loop unless a cap is asked for
 	}
-	if (cfg.ProfileKey == "") != (cfg.ProfileSecret == "") {
-		return usageError(cmd, errors.New("give both --profile-key and --profile-secret"))
-	}
-	// Checked before any fixture is made.
-	check := cfg
-	if check.ProfileKey == "" {
-		check.ProfileKey, check.ProfileSecret = "-", "-"
-	}
-	if err := check.Validate(); err != nil {
-		return usageError(cmd, err)
-	}
-	if cfg.NamePrefix == "" {
-		cfg.NamePrefix = check.NamePrefix
+	fx, err := prepareBench(cmd, client, &o.httpURL, &cfg.Target, cfg.Validate)
+	if err != nil {
+		return err
 	}
 	stderr := cmd.ErrOrStderr()
-	var fx *bench.Fixture
-	if cfg.ProfileKey == "" {
-		if fx, err = benchFixture(cmd, client, o.httpURL, cfg.NamePrefix); err != nil {
-			return err
-		}
-		cfg.ProfileKey, cfg.ProfileSecret = fx.Key, fx.Secret
-	}
-	cfg.ProgressTTY = isTTY(stderr)
-	cfg.Progress = stderr
 	rep, runErr := bench.Run(ctx, cfg)
 	if runErr == nil {
 		if o.chart != "" {
@@ -154,20 +130,63 @@ func (o *benchProvisionOptions) run(cmd *cobra.Command, client *clientOptions) e
 			runErr = rep.WriteText(out)
 		}
 	}
-	if fx != nil {
-		cleanupFixture(ctx, stderr, fx, o.keepFixtures, o.cleanupWindow)
-	}
-	if runErr != nil {
-		var fl *bench.FileLimitError
-		if errors.As(runErr, &fl) {
-			return &exitError{code: exitFailure, err: runErr}
-		}
-		return runErr
+	if err := finishBench(ctx, stderr, fx, o.keepFixtures, o.cleanupWindow, runErr); err != nil {
+		return err
 	}
 	if !rep.OK() {
 		return &exitError{code: exitFailure, err: fmt.Errorf("%d of %d devices failed", rep.Failed, rep.Devices)}
 	}
 	return nil
+}
+
+// prepareBench resolves the server (--http, --mqtt) into t, checks the
+// whole configuration with validate before anything is made on the
+// server, points progress at stderr, and without --profile-key creates a
+// temporary profile, which the caller hands to finishBench.
+func prepareBench(cmd *cobra.Command, client *clientOptions, httpURL *string, t *bench.Target, validate func() error) (*bench.Fixture, error) {
+	var err error
+	if *httpURL, t.MQTTAddr, err = benchTarget(cmd, client, *httpURL, t.MQTTAddr); err != nil {
+		return nil, err
+	}
+	t.MetricsURL = *httpURL
+	if (t.ProfileKey == "") != (t.ProfileSecret == "") {
+		return nil, usageError(cmd, errors.New("give both --profile-key and --profile-secret"))
+	}
+	temporary := t.ProfileKey == ""
+	if temporary {
+		t.ProfileKey, t.ProfileSecret = "-", "-" // the fixture's, once made
+	}
+	err = validate()
+	if temporary {
+		t.ProfileKey, t.ProfileSecret = "", ""
+	}
+	if err != nil {
+		return nil, usageError(cmd, err)
+	}
+	stderr := cmd.ErrOrStderr()
+	t.Progress, t.ProgressTTY = stderr, isTTY(stderr)
+	if !temporary {
+		return nil, nil
+	}
+	fx, err := benchFixture(cmd, client, *httpURL, t.NamePrefix)
+	if err != nil {
+		return nil, err
+	}
+	t.ProfileKey, t.ProfileSecret = fx.Key, fx.Secret
+	return fx, nil
+}
+
+// finishBench removes the temporary profile (unless kept) and turns a run
+// that could not proceed (too few open files) into exit code 1.
+func finishBench(ctx context.Context, stderr io.Writer, fx *bench.Fixture, keep bool, window time.Duration, runErr error) error {
+	if fx != nil {
+		cleanupFixture(ctx, stderr, fx, keep, window)
+	}
+	var fl *bench.FileLimitError
+	if errors.As(runErr, &fl) {
+		return &exitError{code: exitFailure, err: runErr}
+	}
+	return runErr
 }
 
 // benchTarget checks the --http URL (default: --server) and derives the
@@ -325,34 +344,11 @@ func (o *benchTelemetryOptions) run(cmd *cobra.Command, client *clientOptions) e
 	}
 	ctx := cmd.Context()
 	cfg := o.cfg
-	var err error
-	if o.httpURL, cfg.MQTTAddr, err = benchTarget(cmd, client, o.httpURL, cfg.MQTTAddr); err != nil {
+	fx, err := prepareBench(cmd, client, &o.httpURL, &cfg.Target, cfg.Validate)
+	if err != nil {
 		return err
 	}
-	cfg.MetricsURL = o.httpURL
-	if (cfg.ProfileKey == "") != (cfg.ProfileSecret == "") {
-		return usageError(cmd, errors.New("give both --profile-key and --profile-secret"))
-	}
-	check := cfg
-	if check.ProfileKey == "" {
-		check.ProfileKey, check.ProfileSecret = "-", "-"
-	}
-	if err := check.Validate(); err != nil {
-		return usageError(cmd, err)
-	}
-	if cfg.NamePrefix == "" {
-		cfg.NamePrefix = check.NamePrefix
-	}
 	stderr := cmd.ErrOrStderr()
-	var fx *bench.Fixture
-	if cfg.ProfileKey == "" {
-		if fx, err = benchFixture(cmd, client, o.httpURL, cfg.NamePrefix); err != nil {
-			return err
-		}
-		cfg.ProfileKey, cfg.ProfileSecret = fx.Key, fx.Secret
-	}
-	cfg.ProgressTTY = isTTY(stderr)
-	cfg.Progress = stderr
 	rep, runErr := bench.RunTelemetry(ctx, cfg)
 	if runErr == nil {
 		out := cmd.OutOrStdout()
@@ -362,15 +358,8 @@ func (o *benchTelemetryOptions) run(cmd *cobra.Command, client *clientOptions) e
 			runErr = rep.WriteText(out)
 		}
 	}
-	if fx != nil {
-		cleanupFixture(ctx, stderr, fx, o.keepFixtures, o.cleanupWindow)
-	}
-	if runErr != nil {
-		var fl *bench.FileLimitError
-		if errors.As(runErr, &fl) {
-			return &exitError{code: exitFailure, err: runErr}
-		}
-		return runErr
+	if err := finishBench(ctx, stderr, fx, o.keepFixtures, o.cleanupWindow, runErr); err != nil {
+		return err
 	}
 	if !rep.OK() {
 		n := 0

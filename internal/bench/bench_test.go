@@ -61,10 +61,9 @@ func TestStormAddsUp(t *testing.T) {
 	var progress bytes.Buffer
 	const n = 500
 	rep, err := Run(ctx, Config{
-		MQTTAddr: srv.MQTTAddr().String(), MetricsURL: base,
-		ProfileKey: fx.Key, ProfileSecret: fx.Secret,
-		Devices: n, Concurrency: 32, Sources: 4,
-		Progress: &progress,
+		Target:      Target{MQTTAddr: srv.MQTTAddr().String(), MetricsURL: base, ProfileKey: fx.Key, ProfileSecret: fx.Secret, Sources: 4, Progress: &progress},
+		Devices:     n,
+		Concurrency: 32,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +172,7 @@ func TestStormAgainstClosedPort(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there any more
 	const n = 50
-	rep, err := Run(context.Background(), Config{MQTTAddr: addr, ProfileKey: "k", ProfileSecret: "s", Devices: n, Concurrency: 8, Timeout: 2 * time.Second})
+	rep, err := Run(context.Background(), Config{Target: Target{MQTTAddr: addr, ProfileKey: "k", ProfileSecret: "s", Timeout: 2 * time.Second}, Devices: n, Concurrency: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +197,7 @@ func TestStormWrongSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 20
-	rep, err := Run(context.Background(), Config{MQTTAddr: srv.MQTTAddr().String(), ProfileKey: fx.Key, ProfileSecret: "wrong", Devices: n, Concurrency: 4})
+	rep, err := Run(context.Background(), Config{Target: Target{MQTTAddr: srv.MQTTAddr().String(), ProfileKey: fx.Key, ProfileSecret: "wrong"}, Devices: n, Concurrency: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +217,7 @@ func TestStormInterrupted(t *testing.T) {
 	const n = 100_000
 	// At 200 devices/s, the run is far from done when it is interrupted.
 	time.AfterFunc(300*time.Millisecond, cancel)
-	rep, err := Run(ctx, Config{MQTTAddr: srv.MQTTAddr().String(), ProfileKey: fx.Key, ProfileSecret: fx.Secret, Devices: n, Rate: 200})
+	rep, err := Run(ctx, Config{Target: Target{MQTTAddr: srv.MQTTAddr().String(), ProfileKey: fx.Key, ProfileSecret: fx.Secret}, Devices: n, Rate: 200})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,11 +228,11 @@ func TestStormInterrupted(t *testing.T) {
 
 func TestValidateRefusesOtherDialects(t *testing.T) {
 	for _, c := range []Config{
-		{Dialect: "azure-dps", MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s"},
-		{Credentials: "x509", MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s"},
-		{MQTTAddr: "nowhere", ProfileKey: "k", ProfileSecret: "s"},
-		{MQTTAddr: "127.0.0.1:1"},
-		{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s", Ramp: time.Second},
+		{Target: Target{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s"}, Dialect: "azure-dps"},
+		{Target: Target{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s"}, Credentials: "x509"},
+		{Target: Target{MQTTAddr: "nowhere", ProfileKey: "k", ProfileSecret: "s"}},
+		{Target: Target{MQTTAddr: "127.0.0.1:1"}},
+		{Target: Target{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s"}, Ramp: time.Second},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%+v: accepted", c)
@@ -287,8 +286,11 @@ func TestStormServerDies(t *testing.T) {
 		srv.Close(ctx)
 	})
 	const n = 5000
-	rep, err := Run(context.Background(), Config{MQTTAddr: srv.MQTTAddr().String(), MetricsURL: base,
-		ProfileKey: fx.Key, ProfileSecret: fx.Secret, Devices: n, Concurrency: 16, Timeout: 3 * time.Second})
+	rep, err := Run(context.Background(), Config{
+		Target:      Target{MQTTAddr: srv.MQTTAddr().String(), MetricsURL: base, ProfileKey: fx.Key, ProfileSecret: fx.Secret, Timeout: 3 * time.Second},
+		Devices:     n,
+		Concurrency: 16,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

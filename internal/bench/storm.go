@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,14 +68,7 @@ type Config struct {
 	// Dialect and Credentials select the exchange: only DialectThingsBoard
 	// with CredentialsToken exists so far (the defaults).
 	Dialect, Credentials string
-	// MQTTAddr is the server's MQTT listener, host:port. Required.
-	MQTTAddr string
-	// MetricsURL is the server's HTTP base URL (http://host:port); when
-	// set, /metrics is read before and after the storm.
-	MetricsURL string
-	// ProfileKey and ProfileSecret are the provisioning profile's key and
-	// secret. Required.
-	ProfileKey, ProfileSecret string
+	Target
 	// Devices is how many devices boot (DefaultDevices).
 	Devices int
 	// Rate, when > 0, starts devices at this many per second (open loop);
@@ -88,22 +79,10 @@ type Config struct {
 	// Concurrency is, without Rate, how many devices are in flight at once
 	// (DefaultConcurrency): each starts when another ends.
 	Concurrency int
-	// Sources is how many loopback source addresses to spread over when
-	// MQTTAddr is loopback (DefaultSources; 1 means none).
-	Sources int
 	// KeepConnected holds every device's session until the storm is over
 	// (and the server's figures are read), instead of disconnecting it
 	// after its first telemetry.
 	KeepConnected bool
-	// Timeout bounds each step of an exchange (DefaultTimeout).
-	Timeout time.Duration
-	// NamePrefix starts every device name; the device's number follows
-	// (default: "bench-" and the start time, so runs do not collide).
-	NamePrefix string
-	// Progress, when set, receives live progress; ProgressTTY redraws one
-	// line with \r instead of printing a line every few seconds.
-	Progress    io.Writer
-	ProgressTTY bool
 }
 
 // Validate checks c and fills in defaults.
@@ -120,14 +99,8 @@ func (c *Config) Validate() error {
 	if c.Credentials != CredentialsToken {
 		return fmt.Errorf("credentials %q: the %s dialect supports only %q so far", c.Credentials, c.Dialect, CredentialsToken)
 	}
-	if c.MQTTAddr == "" {
-		return errors.New("no MQTT address")
-	}
-	if _, _, err := net.SplitHostPort(c.MQTTAddr); err != nil {
-		return fmt.Errorf("MQTT address %q: want host:port", c.MQTTAddr)
-	}
-	if c.ProfileKey == "" || c.ProfileSecret == "" {
-		return errors.New("no provisioning profile key and secret")
+	if err := c.Target.validate(); err != nil {
+		return err
 	}
 	if c.Devices == 0 {
 		c.Devices = DefaultDevices
@@ -146,18 +119,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Concurrency == 0 && c.Rate == 0 {
 		c.Concurrency = DefaultConcurrency
-	}
-	if c.Sources == 0 {
-		c.Sources = DefaultSources
-	}
-	if c.Sources < 0 {
-		return fmt.Errorf("sources %d: want at least 1", c.Sources)
-	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
-	}
-	if c.NamePrefix == "" {
-		c.NamePrefix = "bench-" + strconv.FormatInt(time.Now().Unix(), 36) + "-"
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"strconv"
@@ -62,15 +61,9 @@ const (
 // TelemetryConfig describes a telemetry run. The zero value of an
 // optional field picks its default.
 type TelemetryConfig struct {
-	// MQTTAddr is the server's MQTT listener, host:port. Required.
-	MQTTAddr string
-	// MetricsURL is the server's HTTP base URL; /metrics there gives what
-	// was stored and the server's memory. Without it the report has only
-	// the bench's side.
-	MetricsURL string
-	// ProfileKey and ProfileSecret are those of an allow-create profile
-	// issuing access tokens: the devices provision against it first.
-	ProfileKey, ProfileSecret string
+	// Target: the server and the devices; its Timeout also bounds each
+	// write and the wait for the last PUBACKs.
+	Target
 	// Devices is how many devices provision, connect and publish
 	// (DefaultTelemetryDevices).
 	Devices int
@@ -87,34 +80,15 @@ type TelemetryConfig struct {
 	// Concurrency is how many devices provision, then connect, at once
 	// (DefaultConcurrency).
 	Concurrency int
-	// Sources is how many loopback source addresses to spread over when
-	// MQTTAddr is loopback (DefaultSources; 1 means none).
-	Sources int
-	// Timeout bounds each step of provisioning and connecting, each write
-	// and the wait for the last PUBACKs (DefaultTimeout).
-	Timeout time.Duration
 	// Settle is how long to wait, once the server has nothing pending,
 	// before reading its memory (DefaultSettle).
 	Settle time.Duration
-	// NamePrefix starts every device name (default: "bench-" and the
-	// start time).
-	NamePrefix string
-	// Progress, when set, receives live progress; ProgressTTY redraws one
-	// line in place.
-	Progress    io.Writer
-	ProgressTTY bool
 }
 
 // Validate checks c and fills in defaults.
 func (c *TelemetryConfig) Validate() error {
-	if c.MQTTAddr == "" {
-		return errors.New("no MQTT address")
-	}
-	if _, _, err := net.SplitHostPort(c.MQTTAddr); err != nil {
-		return fmt.Errorf("MQTT address %q: want host:port", c.MQTTAddr)
-	}
-	if c.ProfileKey == "" || c.ProfileSecret == "" {
-		return errors.New("no provisioning profile key and secret")
+	if err := c.Target.validate(); err != nil {
+		return err
 	}
 	if c.Devices == 0 {
 		c.Devices = DefaultTelemetryDevices
@@ -145,15 +119,6 @@ func (c *TelemetryConfig) Validate() error {
 	}
 	if c.Concurrency < 0 {
 		return fmt.Errorf("concurrency %d: want at least 1", c.Concurrency)
-	}
-	if c.Sources == 0 {
-		c.Sources = DefaultSources
-	}
-	if c.Sources < 0 {
-		return fmt.Errorf("sources %d: want at least 1", c.Sources)
-	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
 	}
 	if c.Settle == 0 {
 		c.Settle = DefaultSettle
@@ -342,11 +307,11 @@ func RunTelemetry(ctx context.Context, cfg TelemetryConfig) (*TelemetryReport, e
 
 	// 1. Provision, through the storm's exchange.
 	t.say("provisioning %d devices (ThingsBoard MQTT, access tokens)", cfg.Devices)
+	target := cfg.Target
+	target.MetricsURL = "" // this bench reads /metrics itself, around the load
 	prov, err := runStorm(ctx, Config{
-		Dialect: DialectThingsBoard, Credentials: CredentialsToken, MQTTAddr: cfg.MQTTAddr,
-		ProfileKey: cfg.ProfileKey, ProfileSecret: cfg.ProfileSecret, Devices: cfg.Devices,
-		Concurrency: cfg.Concurrency, Sources: cfg.Sources, Timeout: cfg.Timeout, NamePrefix: cfg.NamePrefix,
-		Progress: cfg.Progress, ProgressTTY: cfg.ProgressTTY,
+		Target: target, Dialect: DialectThingsBoard, Credentials: CredentialsToken,
+		Devices: cfg.Devices, Concurrency: cfg.Concurrency,
 	}, func(ctx context.Context, s *storm, i int, rec *record) (*mqttConn, error) {
 		tok, err := s.tbProvision(ctx, i, rec)
 		t.tokens[i] = tok

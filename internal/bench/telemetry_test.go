@@ -29,13 +29,15 @@ func TestTelemetryAddsUp(t *testing.T) {
 			const n = 200
 			var progress bytes.Buffer
 			rep, err := RunTelemetry(ctx, TelemetryConfig{
-				MQTTAddr: srv.MQTTAddr().String(), MetricsURL: base,
-				ProfileKey: fx.Key, ProfileSecret: fx.Secret,
+				Target: Target{MQTTAddr: srv.MQTTAddr().String(), MetricsURL: base, ProfileKey: fx.Key, ProfileSecret: fx.Secret, Sources: 4, NamePrefix: fmt.Sprintf("tel%d-", qos), Progress: &progress},
 				// 5 messages/s per device: under the server's default
 				// per-device limit of 10/s.
-				Devices: n, Rate: 1000, Duration: 2 * time.Second, QoS: qos,
-				Concurrency: 16, Sources: 4, Settle: 100 * time.Millisecond,
-				NamePrefix: fmt.Sprintf("tel%d-", qos), Progress: &progress,
+				Devices:     n,
+				Rate:        1000,
+				Duration:    2 * time.Second,
+				QoS:         qos,
+				Concurrency: 16,
+				Settle:      100 * time.Millisecond,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -105,7 +107,7 @@ func TestTelemetryAgainstClosedPort(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	const n = 30
-	rep, err := RunTelemetry(context.Background(), TelemetryConfig{MQTTAddr: addr, ProfileKey: "k", ProfileSecret: "s", Devices: n, Rate: 100, Concurrency: 4, Timeout: 2 * time.Second})
+	rep, err := RunTelemetry(context.Background(), TelemetryConfig{Target: Target{MQTTAddr: addr, ProfileKey: "k", ProfileSecret: "s", Timeout: 2 * time.Second}, Devices: n, Rate: 100, Concurrency: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,17 +123,17 @@ func TestTelemetryAgainstClosedPort(t *testing.T) {
 
 func TestTelemetryValidate(t *testing.T) {
 	for _, c := range []TelemetryConfig{
-		{MQTTAddr: "127.0.0.1:1"},
-		{MQTTAddr: "nowhere", ProfileKey: "k", ProfileSecret: "s"},
-		{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s", QoS: 2},
-		{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s", Rate: -1},
-		{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s", Window: 70000},
+		{Target: Target{MQTTAddr: "127.0.0.1:1"}},
+		{Target: Target{MQTTAddr: "nowhere", ProfileKey: "k", ProfileSecret: "s"}},
+		{Target: Target{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s"}, QoS: 2},
+		{Target: Target{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s"}, Rate: -1},
+		{Target: Target{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s"}, Window: 70000},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%+v: accepted", c)
 		}
 	}
-	c := TelemetryConfig{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s"}
+	c := TelemetryConfig{Target: Target{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s"}}
 	if err := c.Validate(); err != nil || c.Devices != DefaultTelemetryDevices || c.Duration != DefaultTelemetryDuration || c.Window != DefaultWindow {
 		t.Errorf("defaults: %+v %v", c, err)
 	}
