@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -112,6 +114,7 @@ type CA struct {
 	log  *slog.Logger
 
 	key      crypto.Signer     // the issuing CA's
+	kekKey   []byte            // the key-encryption key its key was sealed with
 	issuer   *x509.Certificate // the issuing CA
 	chain    []*x509.Certificate
 	root     *x509.Certificate // top of the chain when self-signed, else nil
@@ -207,7 +210,7 @@ func create(ctx context.Context, dir string, opts Options) (*CA, error) {
 	if err := writeCA(dir, k, sealed, files); err != nil {
 		return nil, fmt.Errorf("create CA in %s: %w", dir, err)
 	}
-	ca, err := newCA(dir, opts, issuingKey, []*x509.Certificate{issuing, root})
+	ca, err := newCA(dir, opts, k, issuingKey, []*x509.Certificate{issuing, root})
 	if err != nil {
 		return nil, err
 	}
@@ -316,7 +319,7 @@ func load(dir string, opts Options) (*CA, error) {
 	if !sameKey(key.Public(), chain[0].PublicKey) {
 		return nil, damaged("%s is not the key of %s", issuingKeyFile, issuingCertFile)
 	}
-	ca, err := newCA(dir, opts, key, chain)
+	ca, err := newCA(dir, opts, k, key, chain)
 	if err != nil {
 		return nil, err
 	}
@@ -363,8 +366,11 @@ func checkChain(chain []*x509.Certificate) error {
 }
 
 // newCA assembles a CA from its issuing key and chain (issuing CA first).
-func newCA(dir string, opts Options, key crypto.Signer, chain []*x509.Certificate) (*CA, error) {
-	ca := &CA{dir: dir, opts: opts, log: opts.Logger, key: key, issuer: chain[0], chain: chain, crlNumber: new(big.Int)}
+func newCA(dir string, opts Options, k *kek, key crypto.Signer, chain []*x509.Certificate) (*CA, error) {
+	k.mu.Lock()
+	kekKey := bytes.Clone(k.used)
+	k.mu.Unlock()
+	ca := &CA{dir: dir, opts: opts, log: opts.Logger, key: key, kekKey: kekKey, issuer: chain[0], chain: chain, crlNumber: new(big.Int)}
 	if top := chain[len(chain)-1]; bytes.Equal(top.RawIssuer, top.RawSubject) && top.CheckSignatureFrom(top) == nil {
 		ca.root = top
 	}
@@ -467,7 +473,7 @@ func Import(ctx context.Context, dir string, certPEM, keyPEM []byte, opts Option
 	if err := writeCA(dir, k, map[string]crypto.Signer{issuingKeyFile: key}, files); err != nil {
 		return nil, fmt.Errorf("import CA into %s: %w", dir, err)
 	}
-	out, err := newCA(dir, opts, key, chain)
+	out, err := newCA(dir, opts, k, key, chain)
 	if err != nil {
 		return nil, err
 	}
@@ -507,6 +513,21 @@ func minTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// SealingKey derives a 32-byte data key for purpose (e.g. "registry")
+// from the key-encryption key of the CA's keys, with HKDF-SHA256: secrets
+// sealed under it (see internal/seal) are protected by what protects the
+// CA — the key file, or the operator's passphrase — and by nothing else.
+// The key is the same at every start of this CA; a CA created or imported
+// anew has another one, so the registry's sealed keys must move with the
+// CA directory (keep them in the same backup).
+func (ca *CA) SealingKey(purpose string) []byte {
+	key, err := hkdf.Key(sha256.New, ca.kekKey, nil, "zerotouch sealing key: "+purpose, 32)
+	if err != nil {
+		panic("pki: HKDF of 32 bytes failed: " + err.Error()) // cannot happen: far below HKDF's limit
+	}
+	return key
 }
 
 // Issuer is the issuing CA's certificate: the issuer of every certificate

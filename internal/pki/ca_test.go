@@ -642,3 +642,28 @@ func TestKeysNeverShown(t *testing.T) {
 		}
 	}
 }
+
+func TestSealingKeyStableAcrossStarts(t *testing.T) {
+	for _, pass := range [][]byte{nil, []byte("correct horse battery")} {
+		dir := t.TempDir()
+		opts := Options{Passphrase: pass}
+		ca, err := Open(context.Background(), dir, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := ca.SealingKey("registry")
+		if len(a) != 32 || bytes.Equal(a, ca.SealingKey("other")) {
+			t.Fatalf("SealingKey = %x: want 32 bytes, distinct per purpose", a)
+		}
+		again, err := Open(context.Background(), dir, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := again.SealingKey("registry"); !bytes.Equal(a, b) {
+			t.Fatalf("passphrase %v: the sealing key changed across starts", pass != nil)
+		}
+		if other, err := Open(context.Background(), t.TempDir(), opts); err != nil || bytes.Equal(other.SealingKey("registry"), a) {
+			t.Fatalf("another CA has the same sealing key (err %v)", err)
+		}
+	}
+}

@@ -73,6 +73,9 @@ type kek struct {
 	fileKey []byte            // loaded lazily: not needed with a passphrase
 	derived map[string][]byte // passphrase-derived keys by salt
 	salt    []byte            // of the keys this kek seals, so one derivation serves all
+	// used is the key-encryption key of the last seal or unseal: what
+	// CA.SealingKey derives data keys from.
+	used []byte
 }
 
 func (k *kek) kind() string {
@@ -200,6 +203,7 @@ func (k *kek) seal(purpose string, key crypto.Signer) ([]byte, error) {
 	} else if kekKey, err = k.loadFileKey(); err != nil {
 		return nil, err
 	}
+	k.used = kekKey
 	h[hdrCheck] = b64.EncodeToString(checkValue(kekKey))
 	nonce := make([]byte, 12)
 	rand.Read(nonce)
@@ -273,6 +277,9 @@ func (k *kek) unseal(path, purpose string, data []byte) (crypto.Signer, error) {
 			ErrWrongKEK, path, defaultKEKFile)
 	default:
 		err = damaged("unknown key-encryption kind %q", sealedWith)
+	}
+	if err == nil {
+		k.used = kekKey
 	}
 	k.mu.Unlock()
 	if err != nil {

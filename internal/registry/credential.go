@@ -14,11 +14,15 @@ const (
 	CredentialAccessToken CredentialType = "ACCESS_TOKEN"
 	CredentialMQTTBasic   CredentialType = "MQTT_BASIC"
 	CredentialX509        CredentialType = "X509_CERTIFICATE"
+	// CredentialSymmetricKey is an Azure IoT Hub device's symmetric key
+	// (a device registered through DPS with symmetric-key attestation): the
+	// device signs a SAS token with it at every connect.
+	CredentialSymmetricKey CredentialType = "SYMMETRIC_KEY"
 )
 
 // Valid reports whether t is a known type.
 func (t CredentialType) Valid() bool {
-	return t == CredentialAccessToken || t == CredentialMQTTBasic || t == CredentialX509
+	return t == CredentialAccessToken || t == CredentialMQTTBasic || t == CredentialX509 || t == CredentialSymmetricKey
 }
 
 // CredentialStatus is active or revoked; revoked credentials stay for the audit trail.
@@ -36,7 +40,9 @@ const (
 // active credentials of the same type:
 //   - ACCESS_TOKEN: secret.LookupHash(token), the token itself is never stored;
 //   - MQTT_BASIC: MQTTBasicLookupKey(clientID, username);
-//   - X509_CERTIFICATE: the lowercase hex SHA-256 fingerprint of the DER certificate.
+//   - X509_CERTIFICATE: the lowercase hex SHA-256 fingerprint of the DER certificate;
+//   - SYMMETRIC_KEY: the device's id on its hub (HubDeviceLookupKey), the
+//     client id of its CONNECT.
 type Credential struct {
 	ID       string         `json:"id"`
 	OrgID    string         `json:"orgId"`
@@ -55,10 +61,14 @@ type Credential struct {
 	// CertificatePEM is the device's certificate when it gave one.
 	CertificatePEM string `json:"certificatePem,omitempty"`
 	// Fingerprint is the X.509 SHA-256 fingerprint (hex), for display.
-	Fingerprint string           `json:"fingerprint,omitempty"`
-	Status      CredentialStatus `json:"status"`
-	CreatedAt   time.Time        `json:"createdAt"`
-	RevokedAt   *time.Time       `json:"revokedAt,omitempty"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// SymmetricKey holds the keys of a SYMMETRIC_KEY credential. Stores
+	// keep it sealed (internal/seal) and return it only from
+	// FindActiveCredential, where the hub needs it to verify a SAS token.
+	SymmetricKey *SymmetricKeyAttestation `json:"-"`
+	Status       CredentialStatus         `json:"status"`
+	CreatedAt    time.Time                `json:"createdAt"`
+	RevokedAt    *time.Time               `json:"revokedAt,omitempty"`
 }
 
 // UserKey is the MQTT user name this credential claims, hashed: the token of
@@ -86,3 +96,7 @@ func (c *Credential) UserKey() string {
 func MQTTBasicLookupKey(clientID, username string) string {
 	return "c=" + clientID + "\nu=" + username
 }
+
+// HubDeviceLookupKey is the LookupKey of a SYMMETRIC_KEY credential: the
+// device's id on its hub, which Azure IoT Hub treats case-sensitively.
+func HubDeviceLookupKey(hubDeviceID string) string { return hubDeviceID }

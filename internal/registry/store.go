@@ -154,6 +154,10 @@ type Store interface {
 	// (NewIDScope) on the first call; it never changes afterwards. An
 	// unknown organisation is ErrNotFound.
 	IDScope(ctx context.Context, orgID string) (string, error)
+	// GetRegistration returns the DPS registration state of the
+	// registration id (matched without regard to case).
+	GetRegistration(ctx context.Context, orgID, registrationID string) (*Registration, error)
+
 	// OrgByIDScope returns the organisation whose ID scope is idScope
 	// (matched without regard to case), for a device's registration that
 	// names the scope alone.
@@ -209,6 +213,12 @@ type ProvisionCommit struct {
 	Certificates []Certificate
 	// Audit is recorded in the same transaction (its DeviceID filled in).
 	Audit AuditEvent
+	// Registration, when set, is the DPS registration state written with
+	// the device (its OrgID and DeviceID filled in): inserted when its
+	// Version is 0, else updated provided the stored version equals it
+	// (else ConflictError{What: "registration"}). On success the store
+	// writes back Version, CreatedAt and UpdatedAt.
+	Registration *Registration
 
 	// Revoked is set by the store: the credentials revoked by RevokeActive.
 	Revoked []Credential

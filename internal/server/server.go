@@ -26,6 +26,7 @@ import (
 	"github.com/zerotouch/zerotouch/internal/pki"
 	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
+	"github.com/zerotouch/zerotouch/internal/seal"
 	"github.com/zerotouch/zerotouch/internal/secret"
 	"github.com/zerotouch/zerotouch/internal/store/sqlite"
 	"github.com/zerotouch/zerotouch/internal/telemetry"
@@ -74,8 +75,18 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
+	// The CA first: its key-encryption key also seals the registry's
+	// symmetric keys.
+	ca, err := openCA(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	sealer, err := seal.New(ca.SealingKey("registry"))
+	if err != nil {
+		return nil, err
+	}
 	dbPath := filepath.Join(cfg.DataDir, DatabaseFile)
-	raw, err := sqlite.Open(ctx, dbPath, sqlite.Options{Logger: log})
+	raw, err := sqlite.Open(ctx, dbPath, sqlite.Options{Logger: log, Sealer: sealer})
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", dbPath, err)
 	}
@@ -92,7 +103,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		return s, fmt.Errorf("open database %s: %w", tsPath, err)
 	}
 
-	if s.pki, err = openPKI(ctx, cfg, s.store, changes, log); err != nil {
+	if s.pki, err = openPKI(ctx, cfg, ca, s.store, changes, log); err != nil {
 		return s, err
 	}
 

@@ -70,7 +70,8 @@ type nodePKI struct {
 
 // openPKI opens (on first start: creates) the built-in CA, and prepares
 // the server certificate and the CRL.
-func openPKI(ctx context.Context, cfg config.Config, store registry.Store, changes *registry.Changes, log *slog.Logger) (*nodePKI, error) {
+// openCA opens the built-in CA, creating it on first start.
+func openCA(ctx context.Context, cfg config.Config, log *slog.Logger) (*pki.CA, error) {
 	alg, err := pki.ParseKeyAlgorithm(cfg.CAKeyAlgorithm)
 	if err != nil {
 		return nil, err
@@ -89,6 +90,12 @@ func openPKI(ctx context.Context, cfg config.Config, store registry.Store, chang
 	if err != nil {
 		return nil, fmt.Errorf("built-in CA: %w", err)
 	}
+	return ca, nil
+}
+
+// openPKI starts what this node does with the CA: certificate issuance,
+// the server certificate, the CRL.
+func openPKI(ctx context.Context, cfg config.Config, ca *pki.CA, store registry.Store, changes *registry.Changes, log *slog.Logger) (*nodePKI, error) {
 	p := &nodePKI{
 		log:          log,
 		store:        store,

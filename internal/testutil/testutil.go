@@ -4,12 +4,14 @@ package testutil
 
 import (
 	"context"
+	"crypto/rand"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 
+	"github.com/zerotouch/zerotouch/internal/seal"
 	"github.com/zerotouch/zerotouch/internal/store/sqlite"
 )
 
@@ -45,7 +47,13 @@ func NewStore(t testing.TB, log *slog.Logger) *sqlite.Store {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "zerotouch.db"), sqlite.Options{Logger: log})
+	key := make([]byte, seal.KeyLen)
+	rand.Read(key)
+	sealer, err := seal.New(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "zerotouch.db"), sqlite.Options{Logger: log, Sealer: sealer})
 	if err != nil {
 		t.Fatalf("open test store: %v", err)
 	}

@@ -83,6 +83,7 @@ func Run(t *testing.T, newStore func(t *testing.T) registry.Store) {
 		{"Enrollments", enrollmentTests},
 		{"EnrollmentGroups", enrollmentGroupTests},
 		{"IDScope", idScopeTests},
+		{"Registrations", registrationTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {

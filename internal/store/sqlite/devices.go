@@ -170,10 +170,14 @@ func insertDevice(ctx context.Context, tx *sql.Tx, d *registry.Device) error {
 
 // insertCredential writes c. user_key is derived (registry.Credential.UserKey)
 // and only written: its unique index keeps the MQTT user name space unambiguous.
-func insertCredential(ctx context.Context, tx *sql.Tx, c *registry.Credential) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO credentials (`+credentialCols+`, user_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+func (s *Store) insertCredential(ctx context.Context, tx *sql.Tx, c *registry.Credential) error {
+	sealed, err := s.sealCredentialKey(c)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO credentials (`+credentialCols+`, user_key, sealed_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		c.OrgID, c.ID, c.DeviceID, c.Type, c.LookupKey, c.ClientID, c.Username, c.SecretHash, c.CertificatePEM,
-		c.Fingerprint, c.Status, toDB(c.CreatedAt), nullTime(c.RevokedAt), c.UserKey())
+		c.Fingerprint, c.Status, toDB(c.CreatedAt), nullTime(c.RevokedAt), c.UserKey(), sealed)
 	if err == nil {
 		return nil
 	}
@@ -221,7 +225,7 @@ func (s *Store) CreateDevices(ctx context.Context, devices []registry.NewDevice)
 				return fmt.Errorf("device %d of %d: %w", i+1, len(prepared), err)
 			}
 			for j := range nd.Credentials {
-				if err := insertCredential(ctx, tx, &nd.Credentials[j]); err != nil {
+				if err := s.insertCredential(ctx, tx, &nd.Credentials[j]); err != nil {
 					return fmt.Errorf("device %d of %d (%q): %w", i+1, len(prepared), nd.Device.Name, err)
 				}
 			}
@@ -392,15 +396,19 @@ func (s *Store) ListCredentials(ctx context.Context, orgID, deviceID string) ([]
 func (s *Store) FindActiveCredential(ctx context.Context, t registry.CredentialType, lookupKey string) (*registry.Credential, *registry.Device, error) {
 	var cr credentialRow
 	var dr deviceRow
+	var sealed string
 	// status = 'active' spelled out so the partial unique index applies.
-	err := s.rdb.QueryRowContext(ctx, `SELECT `+prefixCols("c", credentialCols)+`, `+prefixCols("d", deviceCols)+`
+	err := s.rdb.QueryRowContext(ctx, `SELECT `+prefixCols("c", credentialCols)+`, c.sealed_key, `+prefixCols("d", deviceCols)+`
 		FROM credentials c JOIN devices d ON d.org_id = c.org_id AND d.id = c.device_id
 		WHERE c.type = ? AND c.lookup_key = ? AND c.status = 'active'`, t, lookupKey).
-		Scan(append(cr.dest(), dr.dest()...)...)
+		Scan(append(append(cr.dest(), &sealed), dr.dest()...)...)
 	if err != nil {
 		return nil, nil, notFound(err, "find credential")
 	}
 	c := cr.credential()
+	if err := s.openCredentialKey(&c, sealed); err != nil {
+		return nil, nil, err
+	}
 	d, err := dr.device()
 	if err != nil {
 		return nil, nil, err

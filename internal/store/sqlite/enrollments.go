@@ -106,7 +106,7 @@ const enrollmentCols = `org_id, registration_id, device_id, attestation_type,
 	symmetric_primary_key, symmetric_secondary_key, x509_certificate_pem, x509_thumbprint,
 	tpm_endorsement_key, tpm_storage_root_key, ` + policyCols
 
-func scanEnrollment(sc scanner) (registry.Enrollment, error) {
+func (s *Store) scanEnrollment(sc scanner) (registry.Enrollment, error) {
 	var e registry.Enrollment
 	var primary, secondary, certPEM, thumb, ek, srk string
 	var ps policyScan
@@ -117,7 +117,11 @@ func scanEnrollment(sc scanner) (registry.Enrollment, error) {
 	}
 	switch e.Attestation.Type {
 	case registry.AttestationSymmetricKey:
-		e.Attestation.SymmetricKey = &registry.SymmetricKeyAttestation{PrimaryKey: primary, SecondaryKey: secondary}
+		k, err := s.openKeys(primary, secondary, func(w string) string { return enrollmentKeyLabel(e.OrgID, e.RegistrationID, w) })
+		if err != nil {
+			return e, err
+		}
+		e.Attestation.SymmetricKey = k
 	case registry.AttestationX509:
 		e.Attestation.X509 = &registry.X509Attestation{CertificatePEM: certPEM, Thumbprint: thumb}
 	case registry.AttestationTPM:
@@ -148,12 +152,16 @@ func cloneEnrollment(e *registry.Enrollment) registry.Enrollment {
 // the lookup column x509_thumbprint holds the fingerprint whether it was
 // given or computed from the certificate, so the X509Attestation comes
 // back with its Thumbprint as stored.
-func enrollmentAttestationArgs(e *registry.Enrollment) ([]any, error) {
+func (s *Store) enrollmentAttestationArgs(e *registry.Enrollment) ([]any, error) {
 	var primary, secondary, certPEM, thumb, ek, srk string
 	a := e.Attestation
 	switch {
 	case a.SymmetricKey != nil:
-		primary, secondary = a.SymmetricKey.PrimaryKey, a.SymmetricKey.SecondaryKey
+		var err error
+		primary, secondary, err = s.sealKeys(a.SymmetricKey, func(w string) string { return enrollmentKeyLabel(e.OrgID, e.RegistrationID, w) })
+		if err != nil {
+			return nil, err
+		}
 	case a.X509 != nil:
 		fp, err := a.X509.Fingerprint()
 		if err != nil {
@@ -194,7 +202,7 @@ func (s *Store) CreateEnrollment(ctx context.Context, e *registry.Enrollment) er
 	q.Version = 1
 	t := now()
 	q.CreatedAt, q.UpdatedAt = orNow(q.CreatedAt, t), orNow(q.UpdatedAt, t)
-	att, err := enrollmentAttestationArgs(&q)
+	att, err := s.enrollmentAttestationArgs(&q)
 	if err != nil {
 		return err
 	}
@@ -223,7 +231,7 @@ func (s *Store) CreateEnrollment(ctx context.Context, e *registry.Enrollment) er
 // GetEnrollment returns the enrollment; the id is lower-cased first, as
 // ids are stored.
 func (s *Store) GetEnrollment(ctx context.Context, orgID, registrationID string) (*registry.Enrollment, error) {
-	e, err := scanEnrollment(s.rdb.QueryRowContext(ctx, `SELECT `+enrollmentCols+` FROM enrollments
+	e, err := s.scanEnrollment(s.rdb.QueryRowContext(ctx, `SELECT `+enrollmentCols+` FROM enrollments
 		WHERE org_id = ? AND registration_id = ?`, orgID, strings.ToLower(registrationID)))
 	if err != nil {
 		return nil, notFound(err, "get enrollment")
@@ -235,7 +243,7 @@ func (s *Store) GetEnrollment(ctx context.Context, orgID, registrationID string)
 func (s *Store) ListEnrollments(ctx context.Context, orgID string, opts registry.ListOptions) ([]registry.Enrollment, string, error) {
 	return listPage(ctx, s, opts, `SELECT `+enrollmentCols+` FROM enrollments
 		WHERE org_id = ? AND registration_id > ? ORDER BY registration_id LIMIT ?`, orgID, "list enrollments",
-		scanEnrollment, func(e *registry.Enrollment) string { return e.RegistrationID })
+		s.scanEnrollment, func(e *registry.Enrollment) string { return e.RegistrationID })
 }
 
 // listPage runs a keyset-paged query whose parameters are orgID, the
@@ -282,7 +290,7 @@ func (s *Store) UpdateEnrollment(ctx context.Context, e *registry.Enrollment) er
 		q.Attestation.X509.Thumbprint = fp
 	}
 	q.UpdatedAt = now()
-	att, err := enrollmentAttestationArgs(&q)
+	att, err := s.enrollmentAttestationArgs(&q)
 	if err != nil {
 		return err
 	}
@@ -350,7 +358,7 @@ func (s *Store) DeleteEnrollment(ctx context.Context, orgID, registrationID stri
 
 const groupCols = `org_id, id, attestation_type, symmetric_primary_key, symmetric_secondary_key, x509_ca_pem, ` + policyCols
 
-func scanGroup(sc scanner) (registry.EnrollmentGroup, error) {
+func (s *Store) scanGroup(sc scanner) (registry.EnrollmentGroup, error) {
 	var g registry.EnrollmentGroup
 	var primary, secondary, caPEM string
 	var ps policyScan
@@ -361,7 +369,11 @@ func scanGroup(sc scanner) (registry.EnrollmentGroup, error) {
 	}
 	switch g.Attestation.Type {
 	case registry.AttestationSymmetricKey:
-		g.Attestation.SymmetricKey = &registry.SymmetricKeyAttestation{PrimaryKey: primary, SecondaryKey: secondary}
+		k, err := s.openKeys(primary, secondary, func(w string) string { return groupKeyLabel(g.OrgID, g.ID, w) })
+		if err != nil {
+			return g, err
+		}
+		g.Attestation.SymmetricKey = k
 	case registry.AttestationX509:
 		g.Attestation.X509CA = &registry.X509CAAttestation{CACertificatePEM: caPEM}
 	}
@@ -380,15 +392,16 @@ func cloneGroup(g *registry.EnrollmentGroup) registry.EnrollmentGroup {
 	return q
 }
 
-func groupAttestationArgs(g *registry.EnrollmentGroup) []any {
-	var primary, secondary, caPEM string
-	if k := g.Attestation.SymmetricKey; k != nil {
-		primary, secondary = k.PrimaryKey, k.SecondaryKey
+func (s *Store) groupAttestationArgs(g *registry.EnrollmentGroup) ([]any, error) {
+	primary, secondary, err := s.sealKeys(g.Attestation.SymmetricKey, func(w string) string { return groupKeyLabel(g.OrgID, g.ID, w) })
+	if err != nil {
+		return nil, err
 	}
+	var caPEM string
 	if x := g.Attestation.X509CA; x != nil {
 		caPEM = x.CACertificatePEM
 	}
-	return []any{primary, secondary, caPEM}
+	return []any{primary, secondary, caPEM}, nil
 }
 
 func groupWriteErr(err error, g *registry.EnrollmentGroup) error {
@@ -416,7 +429,11 @@ func (s *Store) CreateEnrollmentGroup(ctx context.Context, g *registry.Enrollmen
 	if err != nil {
 		return err
 	}
-	args := append([]any{q.OrgID, q.ID, q.Attestation.Type}, groupAttestationArgs(&q)...)
+	att, err := s.groupAttestationArgs(&q)
+	if err != nil {
+		return err
+	}
+	args := append([]any{q.OrgID, q.ID, q.Attestation.Type}, att...)
 	args = append(args, pol...)
 	args = append(args, q.Version, toDB(q.CreatedAt), toDB(q.UpdatedAt))
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -435,7 +452,7 @@ func (s *Store) CreateEnrollmentGroup(ctx context.Context, g *registry.Enrollmen
 
 // GetEnrollmentGroup returns the group; the id is lower-cased first.
 func (s *Store) GetEnrollmentGroup(ctx context.Context, orgID, id string) (*registry.EnrollmentGroup, error) {
-	g, err := scanGroup(s.rdb.QueryRowContext(ctx, `SELECT `+groupCols+` FROM enrollment_groups
+	g, err := s.scanGroup(s.rdb.QueryRowContext(ctx, `SELECT `+groupCols+` FROM enrollment_groups
 		WHERE org_id = ? AND id = ?`, orgID, strings.ToLower(id)))
 	if err != nil {
 		return nil, notFound(err, "get enrollment group")
@@ -447,7 +464,7 @@ func (s *Store) GetEnrollmentGroup(ctx context.Context, orgID, id string) (*regi
 func (s *Store) ListEnrollmentGroups(ctx context.Context, orgID string, opts registry.ListOptions) ([]registry.EnrollmentGroup, string, error) {
 	return listPage(ctx, s, opts, `SELECT `+groupCols+` FROM enrollment_groups
 		WHERE org_id = ? AND id > ? ORDER BY id LIMIT ?`, orgID, "list enrollment groups",
-		scanGroup, func(g *registry.EnrollmentGroup) string { return g.ID })
+		s.scanGroup, func(g *registry.EnrollmentGroup) string { return g.ID })
 }
 
 // UpdateEnrollmentGroup replaces the mutable fields at the expected version.
@@ -461,7 +478,11 @@ func (s *Store) UpdateEnrollmentGroup(ctx context.Context, g *registry.Enrollmen
 	if err != nil {
 		return err
 	}
-	args := append([]any{q.Attestation.Type}, groupAttestationArgs(&q)...)
+	att, err := s.groupAttestationArgs(&q)
+	if err != nil {
+		return err
+	}
+	args := append([]any{q.Attestation.Type}, att...)
 	args = append(args, pol...)
 	args = append(args, toDB(q.UpdatedAt), q.OrgID, q.ID, q.Version)
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {

@@ -59,6 +59,14 @@ func (s *Store) CommitProvision(ctx context.Context, c *registry.ProvisionCommit
 			return err
 		}
 	}
+	var reg *registry.Registration
+	if c.Registration != nil {
+		r, err := prepareRegistration(*c.Registration, &d, at)
+		if err != nil {
+			return err
+		}
+		reg = &r
+	}
 	ev := c.Audit
 	ev.DeviceID = d.ID
 	if ev.OrgID == "" {
@@ -96,12 +104,17 @@ func (s *Store) CommitProvision(ctx context.Context, c *registry.ProvisionCommit
 			}
 		}
 		for i := range creds {
-			if err := insertCredential(ctx, tx, &creds[i]); err != nil {
+			if err := s.insertCredential(ctx, tx, &creds[i]); err != nil {
 				return err
 			}
 		}
 		if err := insertCertificates(ctx, tx, certs); err != nil {
 			return err
+		}
+		if reg != nil {
+			if err := writeRegistration(ctx, tx, reg, c.Registration.Version); err != nil {
+				return err
+			}
 		}
 		return insertAudit(ctx, tx, &ev)
 	})
@@ -115,6 +128,9 @@ func (s *Store) CommitProvision(ctx context.Context, c *registry.ProvisionCommit
 		c.Certificates = certs
 	}
 	c.RevokedCertificates = revokedCerts
+	if reg != nil {
+		*c.Registration = *reg
+	}
 	c.At = at
 	c.Audit = ev
 	return nil

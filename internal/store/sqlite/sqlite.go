@@ -45,6 +45,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/zerotouch/zerotouch/internal/registry"
+	"github.com/zerotouch/zerotouch/internal/seal"
 )
 
 // ErrSchemaTooNew: the database was migrated by a newer zerotouch; opening
@@ -64,6 +65,10 @@ type Options struct {
 	// ReadConns caps the parallel read connections; 0 means
 	// 2×GOMAXPROCS, at least 4.
 	ReadConns int
+	// Sealer seals the symmetric keys of enrollments and SYMMETRIC_KEY
+	// credentials at rest (internal/seal). Without it, writing or reading
+	// such a key fails; everything else works.
+	Sealer *seal.Sealer
 }
 
 // DefaultMaxBatch bounds a group commit so one transaction (and the wait of
@@ -80,6 +85,7 @@ type Store struct {
 	wdb      *sql.DB // one connection, used only by the writer goroutine
 	rdb      *sql.DB // read-only pool
 	maxBatch int
+	sealer   *seal.Sealer // nil: symmetric keys cannot be stored
 
 	mu      sync.RWMutex // guards closed and sending on queue
 	closed  bool
@@ -165,6 +171,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		wdb:      wdb,
 		rdb:      rdb,
 		maxBatch: opts.MaxBatch,
+		sealer:   opts.Sealer,
 		// Room for a few batches, so callers rarely block on the send.
 		queue:   make(chan *writeReq, 4*opts.MaxBatch),
 		stopped: make(chan struct{}),

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/registry/storetest"
+	"github.com/zerotouch/zerotouch/internal/seal"
 )
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -26,9 +28,19 @@ func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p
 
 func openTest(t testing.TB, path string) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), path, Options{Logger: testLogger(t)})
+	s, err := Open(context.Background(), path, Options{Logger: testLogger(t), Sealer: testSealer(t)})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
+	}
+	return s
+}
+
+// testSealer seals under a fixed key, so that a test can reopen a store.
+func testSealer(t testing.TB) *seal.Sealer {
+	t.Helper()
+	s, err := seal.New(bytes.Repeat([]byte{0x5e}, seal.KeyLen))
+	if err != nil {
+		t.Fatal(err)
 	}
 	return s
 }
