@@ -44,7 +44,11 @@ func (h *Hub) connect(cl *mqtt.Client, pk packets.Packet) packets.Code {
 	}
 	username := string(pk.Connect.Username)
 	if r := h.route(username); r != nil {
-		return h.connectProvisioning(cl, sess, r)
+		if r.WithPassword {
+			sess.Password = string(pk.Connect.Password)
+		}
+		sess.PeerCertificates = peerChain(cl)
+		return h.connectProvisioning(cl, sess, username, r)
 	}
 
 	host := hostOf(sess.RemoteAddr)
@@ -131,8 +135,8 @@ func (h *Hub) connect(cl *mqtt.Client, pk packets.Packet) packets.Code {
 // connectProvisioning opens a provisioning session: no credentials, but a
 // bounded keep-alive and lifetime, and caps on how many such sessions
 // there are, in all and per source.
-func (h *Hub) connectProvisioning(cl *mqtt.Client, sess Session, r *ProvisioningRoute) packets.Code {
-	sess.Username = r.Username
+func (h *Hub) connectProvisioning(cl *mqtt.Client, sess Session, username string, r *ProvisioningRoute) packets.Code {
+	sess.Username = username
 	cl.ID = h.sessions.provisioningScopedID(sess.ClientID) // before mochi shares cl
 	// mochi applies cl.State.Keepalive (the read deadline) once OnConnect
 	// returns, and puts it in the CONNACK's Server Keep Alive when

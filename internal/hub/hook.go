@@ -93,7 +93,7 @@ func (k *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 func allowed(c *conn, topic string, write bool) bool {
 	switch {
 	case c.route != nil && write:
-		return topic == c.route.RequestTopic
+		return c.route.isRequest(topic)
 	case c.route != nil:
 		return topic == c.route.ResponseTopic
 	case c.dev != nil:
@@ -231,7 +231,7 @@ func withReason(code packets.Code, err error) packets.Code {
 func (k *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	h := k.h
 	c := h.sessions.lookup(cl)
-	if c == nil || c.revoked.Load() || c.route == nil || pk.TopicName != c.route.RequestTopic {
+	if c == nil || c.revoked.Load() || c.route == nil || !c.route.isRequest(pk.TopicName) {
 		return
 	}
 	h.handling.RLock()
@@ -262,8 +262,13 @@ func (h *Hub) answer(c *conn, pk packets.Packet) {
 	}()
 	ctx, cancel := context.WithTimeout(h.ctx, h.opts.HandleTimeout)
 	defer cancel()
-	resp := c.route.Handle(ctx, c.sess, pk.Payload)
-	if resp == nil {
+	topic, resp := c.route.ResponseTopic, []byte(nil)
+	if c.route.HandleRequest != nil {
+		topic, resp = c.route.HandleRequest(ctx, c.sess, pk.TopicName, pk.Payload)
+		if topic == "" {
+			return
+		}
+	} else if resp = c.route.Handle(ctx, c.sess, pk.Payload); resp == nil {
 		return
 	}
 	var props packets.Properties
@@ -271,7 +276,7 @@ func (h *Hub) answer(c *conn, pk packets.Packet) {
 		// MQTT 5 request/response: the requester matches the answer by it.
 		props.CorrelationData = pk.Properties.CorrelationData
 	}
-	if err := h.deliver(c, c.route.ResponseTopic, resp, props); err != nil {
+	if err := h.deliver(c, topic, resp, props); err != nil {
 		h.log.Info("provisioning answer not delivered", "client", truncate(c.sess.ClientID), "remote", c.sess.RemoteAddr, "error", err)
 	}
 }

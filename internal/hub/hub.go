@@ -29,6 +29,7 @@ package hub
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -202,6 +203,12 @@ type Session struct {
 	Listener string
 	// ProtocolVersion is 3, 4 (MQTT 3.1.1) or 5.
 	ProtocolVersion byte
+	// Password is the CONNECT's password, kept only for the provisioning
+	// routes that ask for it (ProvisioningRoute.WithPassword).
+	Password string
+	// PeerCertificates is the TLS client certificate chain, leaf first,
+	// for provisioning sessions over TLS that presented one.
+	PeerCertificates []*x509.Certificate
 }
 
 // DeviceSession is a Session authenticated as a device.
@@ -237,6 +244,14 @@ func (s DeviceSession) Reply(topic string, payload []byte) error {
 // publish to RequestTopic. Each request is passed to Handle on the
 // session's own read path (one at a time per session), and the answer is
 // published on ResponseTopic to that session only.
+//
+// Protocols whose user names and topics carry parameters (Azure DPS:
+// "<idScope>/registrations/<id>/api-version=…", requests on
+// "$dps/registrations/PUT/iotdps-register/?$rid=1", answers on
+// "$dps/registrations/res/202/?$rid=1&retry-after=3") use the variable
+// forms instead: MatchUsername, RequestTopicPrefix, a ResponseTopic that
+// is the subscription filter the session may take, and HandleRequest,
+// which names each answer's topic.
 type ProvisioningRoute struct {
 	Username      string // e.g. "provision"
 	RequestTopic  string // e.g. "/provision/request"
@@ -244,6 +259,30 @@ type ProvisioningRoute struct {
 	// Handle returns the answer's payload; nil sends no answer. payload
 	// must not be kept after Handle returns.
 	Handle func(ctx context.Context, s Session, payload []byte) (response []byte)
+
+	// MatchUsername, set instead of Username, opens a session of this
+	// route for every user name it accepts. Routes with an exact
+	// Username are tried first.
+	MatchUsername func(username string) bool
+	// RequestTopicPrefix, set instead of RequestTopic, takes requests on
+	// every topic that starts with it.
+	RequestTopicPrefix string
+	// HandleRequest, set instead of Handle, is given the request's topic
+	// and returns the answer's topic (which the session's ResponseTopic
+	// subscription must match) with its payload; an empty topic sends no
+	// answer.
+	HandleRequest func(ctx context.Context, s Session, topic string, payload []byte) (responseTopic string, response []byte)
+	// WithPassword keeps the CONNECT's password in Session.Password, for
+	// protocols where it is the device's evidence (a DPS SAS token).
+	WithPassword bool
+}
+
+// isRequest reports whether a session of r may publish topic.
+func (r *ProvisioningRoute) isRequest(topic string) bool {
+	if r.RequestTopicPrefix != "" {
+		return strings.HasPrefix(topic, r.RequestTopicPrefix)
+	}
+	return topic == r.RequestTopic
 }
 
 // DeviceTopicHandler receives what a device publishes on a topic below
@@ -282,6 +321,7 @@ type Hub struct {
 
 	routesMu     sync.RWMutex
 	routes       map[string]*ProvisioningRoute // by user name
+	matchRoutes  []*ProvisioningRoute          // by MatchUsername, in order
 	deviceTopics []deviceTopicRoute            // longest prefix first
 
 	sessions sessions
@@ -453,16 +493,27 @@ func New(opts Options) (*Hub, error) {
 // is incomplete, uses wildcards, or reuses a user name, as http.ServeMux
 // does on a bad pattern: these are programming errors.
 func (h *Hub) HandleProvisioning(r ProvisioningRoute) {
+	name := r.Username
+	if name == "" {
+		name = r.RequestTopicPrefix
+	}
+	responseOK := validTopicName(r.ResponseTopic) || (r.HandleRequest != nil && validTopicFilter(r.ResponseTopic))
 	switch {
-	case r.Username == "":
-		panic("hub: provisioning route without a user name")
-	case r.Handle == nil:
-		panic("hub: provisioning route " + r.Username + " without a handler")
-	case !validTopicName(r.RequestTopic) || !validTopicName(r.ResponseTopic):
-		panic("hub: provisioning route " + r.Username + " needs request and response topics without wildcards")
+	case (r.Username == "") == (r.MatchUsername == nil):
+		panic("hub: provisioning route needs a user name or a user name matcher, not both")
+	case (r.Handle == nil) == (r.HandleRequest == nil):
+		panic("hub: provisioning route " + name + " needs one handler")
+	case r.RequestTopicPrefix != "" && (r.RequestTopic != "" || strings.ContainsAny(r.RequestTopicPrefix, "+#")):
+		panic("hub: provisioning route " + name + " has a request topic and a request prefix, or a prefix with wildcards")
+	case r.RequestTopicPrefix == "" && !validTopicName(r.RequestTopic), !responseOK:
+		panic("hub: provisioning route " + name + " needs request and response topics without wildcards (a response filter with HandleRequest)")
 	}
 	h.routesMu.Lock()
 	defer h.routesMu.Unlock()
+	if r.MatchUsername != nil {
+		h.matchRoutes = append(h.matchRoutes, &r)
+		return
+	}
 	if _, dup := h.routes[r.Username]; dup {
 		panic("hub: provisioning route for user name " + r.Username + " registered twice")
 	}
@@ -492,7 +543,15 @@ func (h *Hub) HandleDeviceTopic(prefix string, fn DeviceTopicHandler) {
 func (h *Hub) route(username string) *ProvisioningRoute {
 	h.routesMu.RLock()
 	defer h.routesMu.RUnlock()
-	return h.routes[username]
+	if r := h.routes[username]; r != nil {
+		return r
+	}
+	for _, r := range h.matchRoutes {
+		if r.MatchUsername(username) {
+			return r
+		}
+	}
+	return nil
 }
 
 func (h *Hub) deviceTopicHandler(topic string) DeviceTopicHandler {
@@ -812,6 +871,21 @@ func (l *deadlineListener) Accept() (net.Conn, error) {
 // wildcards, not $SYS.
 func validTopicName(s string) bool {
 	return s != "" && !strings.ContainsAny(s, "+#\x00") && !strings.HasPrefix(s, "$SYS")
+}
+
+// validTopicFilter reports whether s can be subscribed to: non-empty, not
+// $SYS, "+" only as a whole level, "#" only as the whole last level.
+func validTopicFilter(s string) bool {
+	if s == "" || strings.Contains(s, "\x00") || strings.HasPrefix(s, "$SYS") {
+		return false
+	}
+	levels := strings.Split(s, "/")
+	for i, l := range levels {
+		if strings.ContainsAny(l, "+#") && l != "+" && !(l == "#" && i == len(levels)-1) {
+			return false
+		}
+	}
+	return true
 }
 
 // hostOf strips the port from an address, so that failure limiting

@@ -3,6 +3,7 @@ package hub
 import (
 	"bytes"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -30,7 +31,7 @@ func TestProvisioningRoundTripPaho(t *testing.T) {
 				want := Session{ClientID: cid, Username: provUser, Listener: "mqtt", ProtocolVersion: 4}
 				got := call.sess
 				got.RemoteAddr = ""
-				if got != want {
+				if !reflect.DeepEqual(got, want) {
 					t.Errorf("handler session = %+v, want %+v", got, want)
 				}
 				if !strings.HasPrefix(call.sess.RemoteAddr, "127.0.0.1:") {

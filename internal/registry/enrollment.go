@@ -98,14 +98,8 @@ func (p AllocationPolicy) Valid() bool {
 
 // SymmetricKeyAttestation holds the keys a device signs its SAS token
 // with (individual enrollment), or the group keys device keys are derived
-// from (enrollment group), base64.
-//
-// NOT ENCRYPTED AT REST YET: DESIGN.md wants keys that must be used
-// stored encrypted under a key of the data directory, and the sealing
-// code of internal/pki only seals CA private keys. Until a general sealing
-// service exists, these keys are stored as given; every store keeps them
-// in fields named *_key so that the migration to sealed values can find
-// them.
+// from (enrollment group), base64. Stores keep them sealed at rest
+// (internal/seal), as DESIGN.md asks of keys that must be used.
 type SymmetricKeyAttestation struct {
 	PrimaryKey   string `json:"primaryKey"`
 	SecondaryKey string `json:"secondaryKey,omitempty"`
