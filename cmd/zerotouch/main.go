@@ -74,6 +74,8 @@ func newRootCmd() *cobra.Command {
 		newAPIKeyCmd(client),
 		newCACmd(client),
 		newCertCmd(client),
+		newEnrollmentCmd(client),
+		newIDScopeCmd(client),
 		newBenchCmd(client),
 	)
 	return root

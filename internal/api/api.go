@@ -170,6 +170,23 @@ func (s *server) routes() []route {
 		{http.MethodGet, "/api/certificates/{serial}", roleViewer, s.getCertificate},
 		{http.MethodPost, "/api/certificates/{serial}/revoke", roleOperator, s.revokeCertificate},
 
+		{http.MethodGet, "/api/idscope", roleViewer, s.getIDScope},
+		{http.MethodGet, "/api/enrollments", roleViewer, s.listEnrollments},
+		{http.MethodPost, "/api/enrollments", roleOperator, s.createEnrollment},
+		{http.MethodGet, "/api/enrollments/{registrationId}", roleViewer, s.getEnrollment},
+		{http.MethodPatch, "/api/enrollments/{registrationId}", roleOEM, s.updateEnrollment},
+		{http.MethodDelete, "/api/enrollments/{registrationId}", roleOperator, s.deleteEnrollment},
+		{http.MethodPost, "/api/enrollments/{registrationId}/enable", roleOEM, s.enableEnrollment},
+		{http.MethodPost, "/api/enrollments/{registrationId}/disable", roleOEM, s.disableEnrollment},
+		{http.MethodGet, "/api/enrollment-groups", roleViewer, s.listEnrollmentGroups},
+		{http.MethodPost, "/api/enrollment-groups", roleOperator, s.createEnrollmentGroup},
+		{http.MethodGet, "/api/enrollment-groups/{id}", roleViewer, s.getEnrollmentGroup},
+		{http.MethodPatch, "/api/enrollment-groups/{id}", roleOEM, s.updateEnrollmentGroup},
+		{http.MethodDelete, "/api/enrollment-groups/{id}", roleOperator, s.deleteEnrollmentGroup},
+		{http.MethodPost, "/api/enrollment-groups/{id}/enable", roleOEM, s.enableEnrollmentGroup},
+		{http.MethodPost, "/api/enrollment-groups/{id}/disable", roleOEM, s.disableEnrollmentGroup},
+		{http.MethodPost, "/api/enrollment-groups/{id}/derive-key", roleOperator, s.deriveDeviceKey},
+
 		{http.MethodGet, "/api/audit", roleViewer, s.listAudit},
 
 		{http.MethodGet, "/api/apikeys", roleAdmin, s.listAPIKeys},
