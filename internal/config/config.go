@@ -61,6 +61,14 @@ type Config struct {
 	// listener (e.g. https://zt.example.com:8443); when set, certificates
 	// carry <PublicURL>/ca/crl as their CRL distribution point.
 	PublicURL string `yaml:"public-url"`
+	// HubName is the host name (with ":port" unless 8883) devices that
+	// register through DPS are assigned to, and use verbatim to reach the
+	// hub and to sign their tokens. Empty: this host's name and the
+	// MQTTS listener's port.
+	HubName string `yaml:"hub-name"`
+	// DPSWebhookURL is the custom allocation webhook (Azure DPS's custom
+	// allocation policy); empty: enrollments cannot use that policy.
+	DPSWebhookURL string `yaml:"dps-webhook-url"`
 	// MQTTMaxClientsText caps MQTT sessions (devices and provisioning
 	// together); "0" means no cap. Parsed into MQTTMaxClients by Finish.
 	MQTTMaxClientsText string `yaml:"mqtt-max-clients"`
@@ -152,6 +160,8 @@ func Settings() []Setting {
 		{"cert-lifetime", "default lifetime of device certificates (e.g. 90d, 720h)", func(c *Config) *string { return &c.CertLifetimeText }},
 		{"cert-renewal-grace", "how long a renewed device certificate stays valid if the device never uses its renewal (it is revoked as soon as it does)", func(c *Config) *string { return &c.CertRenewalGraceText }},
 		{"public-url", "URL devices use to reach this server's HTTP(S) listener; certificates then name <public-url>/ca/crl as their CRL", func(c *Config) *string { return &c.PublicURL }},
+		{"hub-name", "host name[:port] devices registered through DPS are told to connect to (default: this host's name and the MQTTS port)", func(c *Config) *string { return &c.HubName }},
+		{"dps-webhook-url", "custom allocation webhook of DPS enrollments with the custom policy (an Azure Function URL works, ?code= included)", func(c *Config) *string { return &c.DPSWebhookURL }},
 		{"mqtt-max-clients", "maximum MQTT sessions, devices and provisioning together (0: no limit; provisioning may use at most half)", func(c *Config) *string { return &c.MQTTMaxClientsText }},
 		{"telemetry-flush", "telemetry batch window: values are committed together this often, and a crash loses at most this much (e.g. 500ms, 2s)", func(c *Config) *string { return &c.TelemetryFlushText }},
 		{"telemetry-retention", "how long telemetry values are kept (e.g. 30d, 72h; 0: forever); latest values and attributes are kept", func(c *Config) *string { return &c.TelemetryRetentionText }},
@@ -256,6 +266,20 @@ func (c *Config) Finish() (err error) {
 			errs = append(errs, fmt.Errorf("--public-url %q: want an absolute http(s) URL, e.g. https://zt.example.com:8443", c.PublicURL))
 		}
 	}
+	if c.HubName != "" {
+		host, port, err := net.SplitHostPort(c.HubName)
+		if err != nil {
+			host, port = c.HubName, ""
+		}
+		if _, perr := strconv.ParseUint(port, 10, 16); host == "" || strings.ContainsAny(host, "/ ") || (port != "" && perr != nil) {
+			errs = append(errs, fmt.Errorf("--hub-name %q: want a host name, optionally with :port, e.g. hub.example.com or hub.example.com:8883", c.HubName))
+		}
+	}
+	if c.DPSWebhookURL != "" {
+		if u, err := url.Parse(c.DPSWebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--dps-webhook-url: want an absolute http(s) URL"))
+		}
+	}
 	if _, err := pki.ParseKeyAlgorithm(c.CAKeyAlgorithm); err != nil {
 		errs = append(errs, fmt.Errorf("--ca-key-algorithm: %w", err))
 	}
@@ -343,6 +367,11 @@ func ParseLevel(s string) (slog.Level, error) {
 // --check-config and the start-up log.
 func (c Config) Redacted() string {
 	out := c
+	if u, err := url.Parse(c.DPSWebhookURL); err == nil && u.RawQuery != "" {
+		// An Azure Function's key rides in ?code=.
+		u.RawQuery = "<hidden>"
+		out.DPSWebhookURL = u.String()
+	}
 	b, _ := yaml.Marshal(out)
 	s := string(b)
 	if c.AdminKey != "" {

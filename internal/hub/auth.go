@@ -3,6 +3,7 @@ package hub
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strconv"
@@ -42,6 +43,7 @@ func (h *Hub) connect(cl *mqtt.Client, pk packets.Packet) packets.Code {
 		Listener:        cl.Net.Listener,
 		ProtocolVersion: cl.Properties.ProtocolVersion,
 	}
+	_, sess.TLS = cl.Net.Conn.(*tls.Conn)
 	username := string(pk.Connect.Username)
 	if r := h.route(username); r != nil {
 		if r.WithPassword {

@@ -203,6 +203,8 @@ type Session struct {
 	Listener string
 	// ProtocolVersion is 3, 4 (MQTT 3.1.1) or 5.
 	ProtocolVersion byte
+	// TLS is set for connections over TLS.
+	TLS bool
 	// Password is the CONNECT's password, kept only for the provisioning
 	// routes that ask for it (ProvisioningRoute.WithPassword).
 	Password string

@@ -9,14 +9,17 @@
 package provision
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/zerotouch/zerotouch/internal/allocate"
 	"github.com/zerotouch/zerotouch/internal/metrics"
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/secret"
@@ -58,6 +61,8 @@ type Options struct {
 	// Verifier checks provision secrets; share one with the hub so that
 	// both remember the same verified secrets. nil uses a private one.
 	Verifier *secret.Verifier
+	// DPS configures device registrations (Register).
+	DPS DPSOptions
 }
 
 // Service runs the pipeline.
@@ -78,11 +83,20 @@ type Service struct {
 	devices   keyLock
 	audits    auditSuppressor
 	chains    chainCache // for TrustedCAs
+
+	dps         DPSOptions
+	dpsProfiles sync.Map // orgID → *registry.Profile
 }
 
 // New returns a Service.
 func New(o Options) *Service {
-	s := &Service{store: o.Store, log: o.Logger, metrics: o.Metrics, limiter: o.Limiter, now: o.Now, secrets: o.Verifier}
+	s := &Service{store: o.Store, log: o.Logger, metrics: o.Metrics, limiter: o.Limiter, now: o.Now, secrets: o.Verifier, dps: o.DPS}
+	if s.dps.Allocator == nil {
+		s.dps.Allocator = allocate.New(allocate.Options{})
+	}
+	if s.dps.SAS.Now == nil {
+		s.dps.SAS.Now = func() time.Time { return s.now() }
+	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -110,14 +124,8 @@ const maxAttempts = 4
 // refusal; the refusal has been audited when Provision returns.
 func (s *Service) Provision(ctx context.Context, req Request) (*Result, error) {
 	start := s.now()
-	if d := s.limiter.Delay(req.Source, start); d > 0 {
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, &Error{Reason: ReasonInternal, Msg: "request abandoned", Err: ctx.Err()}
-		case <-t.C:
-		}
+	if err := s.slowDown(ctx, req.Source); err != nil {
+		return nil, err
 	}
 	var (
 		res     *Result
@@ -150,6 +158,22 @@ func (s *Service) Provision(ctx context.Context, req Request) (*Result, error) {
 	}
 	s.metrics.ObserveProvision(req.Dialect, result, s.now().Sub(start))
 	return res, err
+}
+
+// slowDown waits as long as the failure limiter asks of source.
+func (s *Service) slowDown(ctx context.Context, source string) error {
+	d := s.limiter.Delay(source, s.now())
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return &Error{Reason: ReasonInternal, Msg: "request abandoned", Err: ctx.Err()}
+	case <-t.C:
+		return nil
+	}
 }
 
 // attest finds the profile by its key and checks the secret in constant time.
@@ -239,7 +263,7 @@ func (s *Service) decideAndCommit(ctx context.Context, p *registry.Profile, req 
 // countFailure feeds the failure limiter with the refusals a source can
 // cause at will: guessed secrets and malformed requests.
 func (s *Service) countFailure(source string, r Reason) {
-	if r == ReasonBadKeyOrSecret || r == ReasonBadRequest {
+	if r == ReasonBadKeyOrSecret || r == ReasonBadRequest || r == ReasonNotEnrolled {
 		s.limiter.Fail(source, s.now())
 	}
 }
@@ -249,29 +273,42 @@ func (s *Service) countFailure(source string, r Reason) {
 // for), so that a flood cannot fill the disk or hog the writer. A failure to
 // write the event is logged, not returned: the answer does not depend on it.
 func (s *Service) auditFailure(ctx context.Context, req Request, p *registry.Profile, e *Error) {
-	now := s.now()
-	folded := 0
-	if s.limiter.Delay(req.Source, now) > 0 {
-		var write bool
-		if write, folded = s.audits.admit(req.Source, string(e.Reason), now); !write {
-			return
-		}
-	}
-	ev := registry.AuditEvent{
-		OrgID: registry.DefaultOrgID, Time: s.now().UTC(), Actor: "device", Action: "provision",
-		Result: string(e.Reason), Source: req.Source, Dialect: req.Dialect,
-		Detail: e.Msg,
-	}
+	ev := registry.AuditEvent{Action: "provision", Source: req.Source, Dialect: req.Dialect}
 	if p != nil {
 		ev.OrgID, ev.ProfileID = p.OrgID, p.ID
 	}
+	subject := ""
 	if req.DeviceName != "" && e.Reason != ReasonBadRequest {
-		ev.Detail = fmt.Sprintf("device %q: %s", req.DeviceName, e.Msg)
+		subject = fmt.Sprintf("device %q", req.DeviceName)
+	}
+	s.auditRefusal(ctx, ev, subject, e)
+}
+
+// auditRefusal records the refusal e as ev (whose OrgID, ProfileID,
+// Action, Source and Dialect the caller sets; OrgID defaults to the
+// default organisation), its detail prefixed by subject when set. A
+// source that is being slowed down gets at most one event a minute per
+// reason (the next says how many it stands for), so that a flood cannot
+// fill the disk or hog the writer. A failure to write the event is
+// logged, not returned: the answer does not depend on it.
+func (s *Service) auditRefusal(ctx context.Context, ev registry.AuditEvent, subject string, e *Error) {
+	now := s.now()
+	folded := 0
+	if s.limiter.Delay(ev.Source, now) > 0 {
+		var write bool
+		if write, folded = s.audits.admit(ev.Source, string(e.Reason), now); !write {
+			return
+		}
+	}
+	ev.OrgID = cmp.Or(ev.OrgID, registry.DefaultOrgID)
+	ev.Time, ev.Actor, ev.Result, ev.Detail = now.UTC(), "device", string(e.Reason), e.Msg
+	if subject != "" {
+		ev.Detail = subject + ": " + e.Msg
 	}
 	if folded > 0 {
 		ev.Detail += fmt.Sprintf(" (and %d more such refusals from this source in the last minute, not recorded one by one)", folded)
 	}
-	s.log.InfoContext(ctx, "provisioning refused", "dialect", req.Dialect, "source", req.Source, "reason", e.Reason, "detail", ev.Detail)
+	s.log.InfoContext(ctx, "request refused", "action", ev.Action, "dialect", ev.Dialect, "source", ev.Source, "reason", e.Reason, "detail", ev.Detail)
 	if err := s.store.AppendAudit(context.WithoutCancel(ctx), ev); err != nil {
 		s.log.ErrorContext(ctx, "audit event lost", "error", err)
 	}

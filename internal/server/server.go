@@ -14,12 +14,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/zerotouch/zerotouch/internal/allocate"
 	"github.com/zerotouch/zerotouch/internal/api"
 	"github.com/zerotouch/zerotouch/internal/config"
 	"github.com/zerotouch/zerotouch/internal/device"
+	"github.com/zerotouch/zerotouch/internal/dialect/azuredps"
 	"github.com/zerotouch/zerotouch/internal/dialect/thingsboard"
 	"github.com/zerotouch/zerotouch/internal/hub"
 	"github.com/zerotouch/zerotouch/internal/metrics"
@@ -49,6 +52,7 @@ type Server struct {
 	hub      *hub.Hub
 	http     *http.Server
 	pki      *nodePKI
+	hubName  string // --hub-name; empty: see builtinHubName
 	httpAddr net.Addr
 	mqttAddr net.Addr
 	// httpsAddr and mqttsAddr are the TLS listeners' addresses.
@@ -118,9 +122,6 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	// One Verifier for the pipeline and the hub: a secret verified by one
 	// is remembered by both.
 	secrets := secret.NewVerifier(0)
-	svc := provision.New(provision.Options{Store: s.store, Logger: log, Metrics: m, Limiter: limiter, Verifier: secrets})
-	tb := thingsboard.NewHandler(svc)
-
 	s.devices, err = device.New(device.Options{
 		Store:    s.tstore,
 		Registry: s.store,
@@ -151,6 +152,15 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	})
 	registerDeviceMetrics(m, s.devices)
 
+	svc := provision.New(provision.Options{Store: s.store, Logger: log, Metrics: m, Limiter: limiter, Verifier: secrets,
+		DPS: provision.DPSOptions{
+			Allocator: allocate.New(allocate.Options{Webhook: allocate.Webhook{URL: cfg.DPSWebhookURL}}),
+			Hubs:      s.hubs,
+			Twins:     s.devices,
+		}})
+	tb := thingsboard.NewHandler(svc)
+	s.hubName = cfg.HubName
+
 	// Client certificates are checked at the TLS handshake of both TLS
 	// listeners: a revoked or unknown certificate of the built-in CA never
 	// gets a session.
@@ -165,6 +175,17 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	tbDevices := thingsboard.NewDeviceAPI(s.devices, s.hub, log)
 	s.hub.HandleDeviceTopic(hub.DeviceTopicPrefix, func(ctx context.Context, sess hub.DeviceSession, topic string, payload []byte) error {
 		return tbDevices.HandleMQTT(ctx, sess.DeviceID, topic, payload, sess.Reply)
+	})
+	dps := azuredps.NewHandler(svc, azuredps.Options{Logger: log})
+	s.hub.HandleProvisioning(hub.ProvisioningRoute{
+		MatchUsername:      azuredps.IsUsername,
+		RequestTopicPrefix: azuredps.RequestPrefix,
+		ResponseTopic:      azuredps.ResponseFilter,
+		WithPassword:       true,
+		HandleRequest: func(ctx context.Context, sess hub.Session, topic string, payload []byte) (string, []byte) {
+			return dps.HandleMQTT(ctx, azuredps.Session{RemoteAddr: sess.RemoteAddr, Username: sess.Username,
+				Password: sess.Password, Certificates: sess.PeerCertificates, TLS: sess.TLS}, topic, payload)
+		},
 	})
 	s.hub.HandleProvisioning(hub.ProvisioningRoute{
 		Username:      thingsboard.ProvisionUsername,
@@ -244,7 +265,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	}
 	if len(httpLns) > 0 {
 		s.http = &http.Server{
-			Handler:           mux,
+			Handler:           withDPS(mux, dps),
 			ReadHeaderTimeout: 10 * time.Second,
 			// Bodies are small (a provisioning request, a JSON record); a
 			// client that trickles one must not hold the connection. The
@@ -265,6 +286,39 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 }
 
 // registerDeviceMetrics exposes ingestion and connection figures.
+// withDPS serves the DPS HTTPS device API (over TLS only: its requests
+// carry bearer tokens) in front of mux, whose patterns cannot express
+// "/{idScope}/registrations/…" beside "/api/".
+func withDPS(mux *http.ServeMux, dps *azuredps.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil && azuredps.IsPath(r.URL.Path) {
+			dps.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// hubs are the hubs DPS registrations are allocated to: this node's own,
+// named by --hub-name, or this host's name and the MQTTS port.
+func (s *Server) hubs() []allocate.Hub {
+	return []allocate.Hub{{Name: s.builtinHubName(), Weight: 1, Enabled: true}}
+}
+
+func (s *Server) builtinHubName() string {
+	if s.hubName != "" {
+		return s.hubName
+	}
+	host, err := os.Hostname()
+	if err != nil || !pki.ValidDNSName(host) {
+		host = "localhost"
+	}
+	if a, ok := s.mqttsAddr.(*net.TCPAddr); ok && a.Port != 8883 {
+		return net.JoinHostPort(host, strconv.Itoa(a.Port))
+	}
+	return host
+}
+
 func registerDeviceMetrics(m *metrics.Metrics, d *device.Service) {
 	m.CounterFunc("zerotouch_device_messages_total", "Messages devices sent (telemetry, attributes, requests), by result.", "result",
 		device.Results(), func(r string) float64 { return float64(d.Count(r)) })
