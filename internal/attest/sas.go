@@ -343,12 +343,27 @@ type SASVerifier struct {
 // the key learns that its token expired (most often a device clock that
 // is wrong), a forger learns nothing but ErrBadSignature.
 func (v SASVerifier) Verify(token, resource string, keys ...string) (*SASToken, error) {
+	return v.verify(token, resource, RegistrationKeyName, keys)
+}
+
+// VerifyDevice checks an IoT Hub device token: as Verify, but for the
+// resource "<hub>/devices/<deviceId>" (see DeviceResource) and without a
+// key name — device tokens are signed with the device's own key, not a
+// policy's. The SDKs send and sign sr percent-encoded.
+func (v SASVerifier) VerifyDevice(token, resource string, keys ...string) (*SASToken, error) {
+	return v.verify(token, resource, "", keys)
+}
+
+// DeviceResource is the resource URI of an IoT Hub device token.
+func DeviceResource(hub, deviceID string) string { return hub + "/devices/" + deviceID }
+
+func (v SASVerifier) verify(token, resource, keyName string, keys []string) (*SASToken, error) {
 	t, err := ParseSASToken(token)
 	if err != nil {
 		return nil, err
 	}
-	if t.KeyName != RegistrationKeyName {
-		return nil, fmt.Errorf("%w: skn is %q, want %q", ErrWrongResource, clip(t.KeyName), RegistrationKeyName)
+	if t.KeyName != keyName {
+		return nil, fmt.Errorf("%w: skn is %q, want %q", ErrWrongResource, clip(t.KeyName), keyName)
 	}
 	if !asciiEqualFold(t.Resource, resource) {
 		return nil, fmt.Errorf("%w: sr is %q, want %q", ErrWrongResource, clip(t.Resource), resource)

@@ -242,3 +242,51 @@ func checkTool(t *testing.T, tool string, args []string, wantToken string) {
 		t.Errorf("Verify(%s token): %v", tool, err)
 	}
 }
+
+// TestVerifyDevice checks IoT Hub device tokens as the Node.js SDK makes
+// them (azure-iot-common SharedAccessSignature.create with the resource
+// encodeURIComponent-ed, no key name), computed by node itself.
+func TestVerifyDevice(t *testing.T) {
+	const hub, dev, se = "localhost:8883", "press-0042", "1893456000"
+	resource := DeviceResource(hub, dev)
+	tok, err := Sign(URLEncode(resource), "", kaDeviceKey, time.Unix(1893456000, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(tok, "sr=localhost%3A8883%2Fdevices%2Fpress-0042&") || strings.Contains(tok, "skn=") {
+		t.Fatalf("device token %q: want sr percent-encoded and no skn", tok)
+	}
+	if _, err := beforeExpiry.VerifyDevice(tok, resource, kaDeviceKey); err != nil {
+		t.Fatalf("VerifyDevice: %v", err)
+	}
+	for name, tc := range map[string]struct {
+		token, resource string
+		want            error
+	}{
+		"other device":          {tok, DeviceResource(hub, "press-0043"), ErrWrongResource},
+		"registration skn":      {tok + "&skn=registration", resource, ErrWrongResource},
+		"registration resource": {kaNodeToken, resource, ErrWrongResource},
+	} {
+		if _, err := beforeExpiry.VerifyDevice(tc.token, tc.resource, kaDeviceKey); !errors.Is(err, tc.want) {
+			t.Errorf("%s: err = %v, want %v", name, err, tc.want)
+		}
+	}
+	if _, err := beforeExpiry.Verify(tok, resource, kaDeviceKey); !errors.Is(err, ErrWrongResource) {
+		t.Errorf("a device token verified as a registration token: %v", err)
+	}
+	node := testutil.RequireTool(t, "node")
+	script := `
+const c = require('crypto');
+const [key, hub, dev, se] = process.argv.slice(1);
+const sr = encodeURIComponent(hub + '/devices/' + dev);
+const sig = c.createHmac('sha256', Buffer.from(key, 'base64')).update(sr + '\n' + se).digest('base64');
+console.log('SharedAccessSignature sr=' + sr + '&sig=' + encodeURIComponent(sig) + '&se=' + se);
+`
+	out, err := exec.CommandContext(t.Context(), node, "-e", script, kaDeviceKey, hub, dev, se).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(out)); got != tok {
+		t.Fatalf("node's device token %q\nGo's                %q", got, tok)
+	}
+}

@@ -70,13 +70,21 @@ func (h *Hub) connect(cl *mqtt.Client, pk packets.Packet) packets.Code {
 	// lookup and the registration could be missed by both; register
 	// detects the overlap and the lookup is redone.
 	chain := peerChain(cl)
+	iot, isIoT := isIoTHubCONNECT(pk)
+	scheme := SchemeThingsBoard
+	if isIoT {
+		scheme = SchemeIoTHub
+	}
 	for range 3 {
 		seq0 := h.sessions.snapshot()
 		var a auth
 		var err error
-		if chain != nil {
+		switch {
+		case chain != nil:
 			a, err = h.findByCertificate(ctx, chain, host)
-		} else {
+		case isIoT && hasSAS(pk):
+			a, err = h.findBySAS(ctx, pk, iot)
+		default:
 			a.cred, a.dev, a.refusal, err = h.findCredential(ctx, cl, pk)
 		}
 		if err != nil {
@@ -106,6 +114,7 @@ func (h *Hub) connect(cl *mqtt.Client, pk packets.Packet) packets.Code {
 		}
 		c := &conn{h: h, cl: cl, sess: sess, dev: &DeviceSession{
 			Session:        sess,
+			Scheme:         scheme,
 			OrgID:          dev.OrgID,
 			DeviceID:       dev.ID,
 			DeviceName:     dev.Name,

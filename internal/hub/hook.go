@@ -87,8 +87,9 @@ func (k *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 
 // allowed is the ACL. A provisioning session may publish only to its
 // request topic and subscribe only to its response topic, exactly; a
-// device session may publish and subscribe only below DeviceTopicPrefix
-// (wildcards allowed there). Those device topics are per session: nothing
+// ThingsBoard device session may publish and subscribe only below
+// DeviceTopicPrefix (wildcards allowed there), an IoT Hub device session
+// only its own IoT Hub topics (allowedIoTHub). Those device topics are per session: nothing
 // published there reaches another session.
 func allowed(c *conn, topic string, write bool) bool {
 	switch {
@@ -96,6 +97,8 @@ func allowed(c *conn, topic string, write bool) bool {
 		return c.route.isRequest(topic)
 	case c.route != nil:
 		return topic == c.route.ResponseTopic
+	case c.dev != nil && c.dev.Scheme == SchemeIoTHub:
+		return allowedIoTHub(c.dev.DeviceName, topic, write)
 	case c.dev != nil:
 		return strings.HasPrefix(topic, DeviceTopicPrefix)
 	}

@@ -44,6 +44,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/zerotouch/zerotouch/internal/attest"
 	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/secret"
@@ -124,6 +125,9 @@ type Options struct {
 	Verifier *secret.Verifier
 	// Presence, when set, is told when device sessions begin and end.
 	Presence Presence
+	// SAS verifies the shared access signatures of IoT Hub devices (its
+	// clock and skew); the zero value uses the system clock.
+	SAS attest.SASVerifier
 	// CertificateProvisioner, when set, is given the TLS client
 	// certificates that match no credential: it may provision their
 	// device (X.509 chain provisioning), which is then connected. nil:
@@ -216,6 +220,9 @@ type Session struct {
 // DeviceSession is a Session authenticated as a device.
 type DeviceSession struct {
 	Session
+	// Scheme is the device topic scheme the session speaks:
+	// SchemeThingsBoard or SchemeIoTHub.
+	Scheme         string
 	OrgID          string
 	DeviceID       string
 	DeviceName     string
@@ -523,13 +530,15 @@ func (h *Hub) HandleProvisioning(r ProvisioningRoute) {
 }
 
 // HandleDeviceTopic registers fn for what devices publish on topics that
-// start with prefix, which must lie below DeviceTopicPrefix (a full topic
-// name is a prefix too). The longest matching prefix wins; a publish that
+// start with prefix, which must lie below DeviceTopicPrefix (ThingsBoard)
+// or below devices/ or $iothub/ (IoT Hub) — a full topic name is a prefix
+// too. Each session's ACL decides which of them it may use. The longest matching prefix wins; a publish that
 // matches no handler is acknowledged and dropped. Register handlers before
 // Start.
 func (h *Hub) HandleDeviceTopic(prefix string, fn DeviceTopicHandler) {
-	if !strings.HasPrefix(prefix, DeviceTopicPrefix) || strings.ContainsAny(prefix, "+#") || fn == nil {
-		panic("hub: device topic handler needs a prefix below " + DeviceTopicPrefix + " without wildcards, and a function")
+	scheme := strings.HasPrefix(prefix, DeviceTopicPrefix) || strings.HasPrefix(prefix, iotHubDevicesPrefix) || strings.HasPrefix(prefix, "$iothub/")
+	if !scheme || strings.ContainsAny(prefix, "+#") || fn == nil {
+		panic("hub: device topic handler needs a prefix below " + DeviceTopicPrefix + ", devices/ or $iothub/ without wildcards, and a function")
 	}
 	h.routesMu.Lock()
 	defer h.routesMu.Unlock()

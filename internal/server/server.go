@@ -23,6 +23,7 @@ import (
 	"github.com/zerotouch/zerotouch/internal/config"
 	"github.com/zerotouch/zerotouch/internal/device"
 	"github.com/zerotouch/zerotouch/internal/dialect/azuredps"
+	"github.com/zerotouch/zerotouch/internal/dialect/azureiothub"
 	"github.com/zerotouch/zerotouch/internal/dialect/thingsboard"
 	"github.com/zerotouch/zerotouch/internal/hub"
 	"github.com/zerotouch/zerotouch/internal/metrics"
@@ -176,6 +177,14 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	s.hub.HandleDeviceTopic(hub.DeviceTopicPrefix, func(ctx context.Context, sess hub.DeviceSession, topic string, payload []byte) error {
 		return tbDevices.HandleMQTT(ctx, sess.DeviceID, topic, payload, sess.Reply)
 	})
+	// Devices registered through DPS speak IoT Hub's protocol; the hub
+	// confines each session to its scheme's topics.
+	iotHub := azureiothub.New(s.devices, s.hub, log)
+	handleIoTHub := func(ctx context.Context, sess hub.DeviceSession, topic string, payload []byte) error {
+		return iotHub.HandleMQTT(ctx, azureiothub.Session{DeviceID: sess.DeviceID, HubDeviceID: sess.DeviceName, Reply: sess.Reply}, topic, payload)
+	}
+	s.hub.HandleDeviceTopic(azureiothub.DevicesPrefix, handleIoTHub)
+	s.hub.HandleDeviceTopic(azureiothub.IoTHubPrefix, handleIoTHub)
 	dps := azuredps.NewHandler(svc, azuredps.Options{Logger: log})
 	s.hub.HandleProvisioning(hub.ProvisioningRoute{
 		MatchUsername:      azuredps.IsUsername,

@@ -1,0 +1,328 @@
+// Package azureiothub speaks the device side of Azure IoT Hub's MQTT
+// protocol, the subset the Azure IoT device SDKs use once a device is
+// assigned to a hub: device-to-cloud messages on
+// devices/{id}/messages/events/, the device twin ($iothub/twin/GET,
+// reported-property PATCH, desired-property updates pushed to the device),
+// and direct methods ($iothub/methods/POST/… and their answers on
+// $iothub/methods/res/…). The hub authenticates the session (SAS token or
+// X.509) and confines it to these topics; this package holds the wire
+// formats and maps them onto the protocol-neutral device service:
+//
+//   - a message becomes telemetry: each member of a JSON object one value,
+//     any other JSON value one value named "value", text one string named
+//     "message", other bytes "message" as "base64:…";
+//   - the twin's desired properties are the device's shared attributes, its
+//     reported properties its client attributes (tags, operator-only, are
+//     its server attributes and never sent to the device); a twin's
+//     $version is the time, in Unix milliseconds, of the section's last
+//     change, which increases with every change as a version must;
+//   - a direct method is an RPC whose answer is {"status","payload"}.
+package azureiothub
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/zerotouch/zerotouch/internal/device"
+	"github.com/zerotouch/zerotouch/internal/telemetry"
+)
+
+// Dialect names the protocol in logs.
+const Dialect = "azure-iothub"
+
+// Topic prefixes a device publishes to; the hub routes them here.
+const (
+	DevicesPrefix = "devices/"
+	IoTHubPrefix  = "$iothub/"
+
+	twinGet          = "$iothub/twin/GET/"
+	twinPatchRep     = "$iothub/twin/PATCH/properties/reported/"
+	twinRes          = "$iothub/twin/res/"
+	twinPatchDesired = "$iothub/twin/PATCH/properties/desired/"
+	methodsRes       = "$iothub/methods/res/"
+	methodsPost      = "$iothub/methods/POST/"
+)
+
+// Deliverer publishes a message to a device's live MQTT sessions that
+// subscribed to topic, and returns how many took it (the hub does).
+type Deliverer interface {
+	DeliverToDevice(deviceID, topic string, payload []byte) int
+}
+
+// Handler serves the protocol to provisioned devices, and is the
+// device.Transport that pushes desired properties and method calls to
+// IoT Hub sessions.
+type Handler struct {
+	svc  *device.Service
+	mqtt Deliverer
+	log  *slog.Logger
+}
+
+// New returns a Handler over svc and registers it as a transport of svc.
+func New(svc *device.Service, mqtt Deliverer, log *slog.Logger) *Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{svc: svc, mqtt: mqtt, log: log.With("dialect", Dialect)}
+	svc.AddTransport(h)
+	return h
+}
+
+// Session is the publishing session: the device's zerotouch id and its
+// id on the hub (the one in its topics).
+type Session struct {
+	DeviceID, HubDeviceID string
+	// Reply publishes to the publishing session alone.
+	Reply func(topic string, payload []byte) error
+}
+
+// HandleMQTT handles one message a device published. A returned error
+// refuses the message; it wraps one of device's errors.
+func (h *Handler) HandleMQTT(ctx context.Context, s Session, topic string, payload []byte) error {
+	if err := h.svc.Admit(s.DeviceID, len(payload)); err != nil {
+		return err
+	}
+	switch {
+	case strings.HasPrefix(topic, DevicesPrefix+s.HubDeviceID+"/messages/events"):
+		samples, err := DecodeMessage(payload, h.svc.Now().UnixMilli(), h.svc.Limits().MaxKeys)
+		if err != nil {
+			return h.svc.Refused(err)
+		}
+		return h.svc.Ingest(ctx, s.DeviceID, samples)
+	case strings.HasPrefix(topic, twinGet):
+		rid, err := requestID(topic, twinGet)
+		if err != nil {
+			return h.svc.Refused(err)
+		}
+		client, shared, err := h.svc.RequestAttributes(ctx, s.DeviceID, nil, nil, true, true)
+		if err != nil {
+			return err
+		}
+		h.reply(s, twinRes+"200/?$rid="+rid, EncodeTwin(shared, client))
+		return nil
+	case strings.HasPrefix(topic, twinPatchRep):
+		rid, err := requestID(topic, twinPatchRep)
+		if err != nil {
+			return h.svc.Refused(err)
+		}
+		attrs, err := DecodeReported(payload, h.svc.Now().UnixMilli(), h.svc.Limits().MaxKeys)
+		if err != nil {
+			return h.svc.Refused(err)
+		}
+		if len(attrs) > 0 {
+			if err := h.svc.ReportAttributes(ctx, s.DeviceID, attrs); err != nil {
+				return err
+			}
+		}
+		h.reply(s, twinRes+"204/?$rid="+rid+"&$version="+strconv.FormatInt(h.svc.Now().UnixMilli(), 10), nil)
+		return nil
+	case strings.HasPrefix(topic, methodsRes):
+		status, id, err := parseMethodResponse(topic)
+		if err != nil {
+			return h.svc.Refused(err)
+		}
+		result, err := EncodeMethodResult(status, payload)
+		if err != nil {
+			return h.svc.Refused(err)
+		}
+		if !h.svc.RPCResponse(s.DeviceID, id, result) {
+			h.log.Debug("direct method answer dropped: no call waits for it", "device", s.DeviceID, "request", id)
+		}
+		return nil
+	}
+	h.log.Debug("device message dropped: topic not served", "device", s.DeviceID, "topic", topic)
+	return nil
+}
+
+func (h *Handler) reply(s Session, topic string, body []byte) {
+	if err := s.Reply(topic, body); err != nil {
+		h.log.Debug("twin answer not delivered", "device", s.DeviceID, "error", err)
+	}
+}
+
+// PushAttributes implements device.Transport: changed and deleted shared
+// attributes go, as a desired-properties patch (deleted ones as null), to
+// the sessions subscribed to desired-property updates.
+func (h *Handler) PushAttributes(deviceID string, changed []telemetry.Attribute, deleted []string) int {
+	version := h.svc.Now().UnixMilli()
+	for _, a := range changed {
+		version = max(version, a.UpdatedAt)
+	}
+	body, err := EncodeDesiredPatch(changed, deleted, version)
+	if err != nil { // values are validated before they are stored
+		h.log.Error("desired properties could not be encoded", "device", deviceID, "error", err)
+		return 0
+	}
+	return h.mqtt.DeliverToDevice(deviceID, twinPatchDesired+"?$version="+strconv.FormatInt(version, 10), body)
+}
+
+// SendRPC implements device.Transport: the call goes to the sessions
+// subscribed to direct methods. A method name that cannot be a topic level
+// reaches no one.
+func (h *Handler) SendRPC(deviceID string, req device.RPCRequest) int {
+	if req.Method == "" || strings.ContainsAny(req.Method, "/+#?") {
+		return 0
+	}
+	body := []byte(req.Params)
+	if len(body) == 0 {
+		// The SDKs JSON-parse every request body and refuse an empty one.
+		body = []byte("null")
+	}
+	return h.mqtt.DeliverToDevice(deviceID, methodsPost+url.PathEscape(req.Method)+"/?$rid="+strconv.Itoa(req.ID), body)
+}
+
+// requestID is the $rid of a request topic "<prefix>?$rid=<rid>[&…]".
+func requestID(topic, prefix string) (string, error) {
+	q, err := url.ParseQuery(strings.TrimPrefix(topic[len(prefix):], "?"))
+	if err != nil {
+		return "", fmt.Errorf("%w: topic parameters do not parse", device.ErrBadPayload)
+	}
+	rid := q.Get("$rid")
+	if rid == "" || len(rid) > 128 || strings.ContainsAny(rid, "&=/#+") {
+		return "", fmt.Errorf("%w: request id ($rid) missing or unusable", device.ErrBadPayload)
+	}
+	return rid, nil
+}
+
+// parseMethodResponse parses "$iothub/methods/res/<status>/?$rid=<id>";
+// the id is the number of the RPC request.
+func parseMethodResponse(topic string) (status, id int, err error) {
+	st, rest, ok := strings.Cut(topic[len(methodsRes):], "/")
+	if !ok {
+		return 0, 0, fmt.Errorf("%w: method answer topic has no status", device.ErrBadPayload)
+	}
+	if status, err = strconv.Atoi(st); err != nil || status < 0 || status > 999 {
+		return 0, 0, fmt.Errorf("%w: method answer status %q is not a number", device.ErrBadPayload, st)
+	}
+	rid, err := requestID(rest, "")
+	if err != nil {
+		return 0, 0, err
+	}
+	if id, err = strconv.Atoi(rid); err != nil {
+		return 0, 0, fmt.Errorf("%w: method answer for unknown request %q", device.ErrBadPayload, rid)
+	}
+	return status, id, nil
+}
+
+// DecodeMessage turns a device-to-cloud message into telemetry at now:
+// the members of a JSON object, another JSON value as "value", text as
+// "message", anything else as "message" in base64.
+func DecodeMessage(payload []byte, now int64, maxKeys int) ([]telemetry.Sample, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &obj); err == nil && obj != nil {
+		if len(obj) > maxKeys {
+			return nil, fmt.Errorf("%w: %d values, at most %d", device.ErrTooManyKeys, len(obj), maxKeys)
+		}
+		out := make([]telemetry.Sample, 0, len(obj))
+		for k, raw := range obj {
+			if string(raw) == "null" {
+				continue
+			}
+			if k == "" {
+				return nil, fmt.Errorf("%w: a member has an empty name", device.ErrBadPayload)
+			}
+			v, err := telemetry.ParseJSON(raw)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %q: %v", device.ErrBadPayload, k, err)
+			}
+			out = append(out, telemetry.Sample{Key: k, TS: now, Value: v})
+		}
+		return out, nil
+	}
+	if v, err := telemetry.ParseJSON(payload); err == nil {
+		return []telemetry.Sample{{Key: "value", TS: now, Value: v}}, nil
+	}
+	if len(payload) == 0 {
+		return nil, nil
+	}
+	if utf8.Valid(payload) {
+		return []telemetry.Sample{{Key: "message", TS: now, Value: telemetry.String(string(payload))}}, nil
+	}
+	return []telemetry.Sample{{Key: "message", TS: now, Value: telemetry.String("base64:" + base64.StdEncoding.EncodeToString(payload))}}, nil
+}
+
+// DecodeReported turns a reported-properties patch (a JSON object) into
+// client attributes. Members set to null are left out: deleting a
+// reported property is not supported yet.
+func DecodeReported(payload []byte, now int64, maxKeys int) ([]telemetry.Attribute, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &obj); err != nil || obj == nil {
+		return nil, fmt.Errorf("%w: a reported-properties patch must be a JSON object", device.ErrBadPayload)
+	}
+	if len(obj) > maxKeys {
+		return nil, fmt.Errorf("%w: %d properties, at most %d", device.ErrTooManyKeys, len(obj), maxKeys)
+	}
+	out := make([]telemetry.Attribute, 0, len(obj))
+	for k, raw := range obj {
+		if string(raw) == "null" || strings.HasPrefix(k, "$") {
+			continue // "$version" and other metadata are the hub's
+		}
+		if k == "" {
+			return nil, fmt.Errorf("%w: a property has an empty name", device.ErrBadPayload)
+		}
+		v, err := telemetry.ParseJSON(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %q: %v", device.ErrBadPayload, k, err)
+		}
+		out = append(out, telemetry.Attribute{Key: k, Value: v, UpdatedAt: now})
+	}
+	return out, nil
+}
+
+// section encodes attributes as a twin section with its $version.
+func section(attrs []telemetry.Attribute) map[string]any {
+	m := make(map[string]any, len(attrs)+1)
+	var version int64 = 1
+	for _, a := range attrs {
+		m[a.Key] = a.Value
+		version = max(version, a.UpdatedAt)
+	}
+	m["$version"] = version
+	return m
+}
+
+// EncodeTwin is the answer to a twin GET: {"desired":{…},"reported":{…}}.
+func EncodeTwin(desired, reported []telemetry.Attribute) []byte {
+	b, err := json.Marshal(map[string]any{"desired": section(desired), "reported": section(reported)})
+	if err != nil { // stored values always marshal
+		panic("azureiothub: encode twin: " + err.Error())
+	}
+	return b
+}
+
+// EncodeDesiredPatch is a desired-properties update: the changed values,
+// the deleted ones as null, and $version.
+func EncodeDesiredPatch(changed []telemetry.Attribute, deleted []string, version int64) ([]byte, error) {
+	m := make(map[string]any, len(changed)+len(deleted)+1)
+	for _, k := range deleted {
+		m[k] = nil
+	}
+	for _, a := range changed {
+		m[a.Key] = a.Value
+	}
+	m["$version"] = version
+	return json.Marshal(m)
+}
+
+// EncodeMethodResult is what a direct method's caller gets:
+// {"status":<status>,"payload":<the device's JSON answer, null if none>}.
+func EncodeMethodResult(status int, payload []byte) (json.RawMessage, error) {
+	body := json.RawMessage(payload)
+	if len(strings.TrimSpace(string(payload))) == 0 {
+		body = json.RawMessage("null")
+	} else if !json.Valid(payload) {
+		return nil, errors.Join(device.ErrBadPayload, errors.New("a direct method's answer must be JSON"))
+	}
+	return json.Marshal(struct {
+		Status  int             `json:"status"`
+		Payload json.RawMessage `json:"payload"`
+	}{status, body})
+}
