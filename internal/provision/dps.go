@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -406,11 +407,13 @@ func (s *Service) assign(ctx context.Context, req RegistrationRequest, a *admiss
 		}
 		dev.Name = reg.HubDeviceID
 	}
+	var webhookNote string
 	if allocateHub {
 		res, err := s.allocate(ctx, req, a, prev)
 		if err != nil {
 			return nil, err
 		}
+		webhookNote = attemptsNote(res.Attempts)
 		reg.AssignedHub = res.Hub
 		if res.InitialTwin != nil {
 			twin = *res.InitialTwin
@@ -437,7 +440,7 @@ func (s *Service) assign(ctx context.Context, req RegistrationRequest, a *admiss
 		OrgID: a.orgID, Time: now, Actor: "device", Action: "register", Result: "success",
 		ProfileID: dev.ProfileID, Source: req.Source, Dialect: DPSDialect,
 		Detail: fmt.Sprintf("registration %q (%s, %s over %s) assigned to hub %q as device %q (%s)",
-			a.regID, via, a.attestation, cmp.Or(req.Transport, "?"), reg.AssignedHub, reg.HubDeviceID, reg.Substatus),
+			a.regID, via, a.attestation, cmp.Or(req.Transport, "?"), reg.AssignedHub, reg.HubDeviceID, reg.Substatus) + webhookNote,
 	}
 	// The twin first: if the commit then fails, the device retries and
 	// the reset runs again; the other order could answer a device whose
@@ -480,11 +483,25 @@ func (s *Service) allocate(ctx context.Context, req RegistrationRequest, a *admi
 	case err == nil:
 		return res, nil
 	case errors.Is(err, allocate.ErrWebhookUnavailable):
-		return res, &Error{Reason: ReasonAllocationUnavailable, Msg: "the allocation webhook is unavailable; retry later", Err: err}
+		return res, &Error{Reason: ReasonAllocationUnavailable, Msg: "the allocation webhook is unavailable; retry later" + attemptsNote(res.Attempts), Err: err}
 	case errors.Is(err, allocate.ErrNoHub), errors.Is(err, allocate.ErrWebhookBadAnswer), errors.Is(err, registry.ErrInvalid):
 		return res, &Error{Reason: ReasonAllocationFailed, Msg: "no hub could be allocated: " + err.Error(), Err: err}
 	}
 	return res, err
+}
+
+// attemptsNote says, for the audit trail, how the custom allocation
+// webhook's calls went; empty when it was not called.
+func attemptsNote(attempts []allocate.Attempt) string {
+	if len(attempts) == 0 {
+		return ""
+	}
+	last := attempts[len(attempts)-1]
+	outcome := fmt.Sprintf("HTTP %d", last.Status)
+	if last.Error != "" {
+		outcome = last.Error
+	}
+	return fmt.Sprintf(" (custom allocation webhook: %d attempt(s), the last %s after %s)", len(attempts), outcome, last.Duration.Round(time.Millisecond))
 }
 
 // dpsProfile returns the organisation's profile of DPS devices, creating

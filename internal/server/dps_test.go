@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/zerotouch/zerotouch/internal/attest"
+	"github.com/zerotouch/zerotouch/internal/config"
 	"github.com/zerotouch/zerotouch/internal/registry"
 )
 
@@ -506,5 +508,95 @@ func TestDPSFactoryScenario(t *testing.T) {
 	}
 	if got := n.attributes(t, dev.ID, "shared"); got["telemetryInterval"] != "5" {
 		t.Fatalf("desired = %v", got)
+	}
+}
+
+// TestDPSCustomAllocation: an enrollment with the custom policy is
+// allocated by the webhook (DPS's AllocationRequest/Response), which also
+// gives the initial twin and the payload; a webhook that is down gives the
+// device a retriable answer and writes nothing.
+func TestDPSCustomAllocation(t *testing.T) {
+	var n *node
+	var down atomic.Bool
+	var asked atomic.Value
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "maintenance", http.StatusServiceUnavailable)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		asked.Store(string(body))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"iotHubHostName":%q,"initialTwin":{"tags":{"tenant":"acme"},"properties":{"desired":{"mode":"eco"}}},"payload":{"line":"L4"}}`,
+			n.srv.builtinHubName())
+	}))
+	defer hook.Close()
+	n = startNodeWith(t, "", func(c *config.Config) { c.DPSWebhookURL = hook.URL + "/allocate?code=secret" })
+	ctx := t.Context()
+	scope := n.idScope(t)
+	e := enrollment("custom-1", registry.EnrollmentEnabled, registry.EnrollmentReprovisionMigrate)
+	e.AllocationPolicy = registry.AllocationCustom
+	if err := n.srv.Store().CreateEnrollment(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+
+	s := n.dpsConnect(t, n.srv.MQTTSAddr().String(), n.tlsConfig(t), dpsUsername(scope, "custom-1"), dpsToken(t, scope, "custom-1", dpsKey1, time.Hour), "custom-1")
+	down.Store(true)
+	a := s.register("custom-1", `{"model":"press"}`)
+	if a.Status != 503 || a.RetryAfter == "" || a.str("errorCode") != "503000" {
+		t.Fatalf("registration while the webhook is down = %d %s (retry-after %q), want 503 with a retry-after", a.Status, a.Raw, a.RetryAfter)
+	}
+	if _, err := n.srv.Store().GetDeviceByName(ctx, registry.DefaultOrgID, "custom-1"); err == nil {
+		t.Fatal("a registration that failed allocation created a device")
+	}
+
+	down.Store(false)
+	a = s.register("custom-1", `{"model":"press"}`)
+	if a.Status != 202 {
+		t.Fatalf("register = %d %s", a.Status, a.Raw)
+	}
+	done := s.poll(a.str("operationId"))
+	if done.str("registrationState", "payload") != `{"line":"L4"}` || done.str("registrationState", "assignedHub") != n.srv.builtinHubName() {
+		t.Fatalf("assigned = %s, want the webhook's hub and payload", done.Raw)
+	}
+	var req struct {
+		IndividualEnrollment map[string]any `json:"individualEnrollment"`
+		DeviceRuntimeContext struct {
+			RegistrationID string          `json:"registrationId"`
+			Payload        json.RawMessage `json:"payload"`
+		} `json:"deviceRuntimeContext"`
+		LinkedHubs []string `json:"linkedHubs"`
+	}
+	raw, _ := asked.Load().(string)
+	if err := json.Unmarshal([]byte(raw), &req); err != nil || req.DeviceRuntimeContext.RegistrationID != "custom-1" ||
+		compact(req.DeviceRuntimeContext.Payload) != `{"model":"press"}` || len(req.LinkedHubs) != 1 || req.IndividualEnrollment == nil {
+		t.Fatalf("the webhook was asked %s", raw)
+	}
+	if strings.Contains(raw, dpsKey1) {
+		t.Fatal("the webhook was sent the enrollment's key")
+	}
+	dev, err := n.srv.Store().GetDeviceByName(ctx, registry.DefaultOrgID, "custom-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := n.attributes(t, dev.ID, "server"); got["tenant"] != `"acme"` || got["chassis"] != "" {
+		t.Fatalf("tags = %v, want the webhook's twin instead of the enrollment's", got)
+	}
+	if got := n.attributes(t, dev.ID, "shared"); got["mode"] != `"eco"` || got["interval"] != "" {
+		t.Fatalf("desired = %v, want the webhook's twin", got)
+	}
+	// Both registrations are audited with the webhook's calls.
+	evs, err := n.srv.Store().ListAudit(ctx, registry.DefaultOrgID, registry.AuditFilter{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var notes []string
+	for _, e := range evs {
+		if e.Action == "register" && strings.Contains(e.Detail, "custom allocation webhook: ") {
+			notes = append(notes, e.Result)
+		}
+	}
+	if len(notes) != 2 {
+		t.Fatalf("audit events mentioning the webhook: %v, want the refusal and the success", notes)
 	}
 }

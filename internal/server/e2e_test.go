@@ -30,6 +30,12 @@ type node struct {
 
 func startNode(t testing.TB, dataDir string) *node {
 	t.Helper()
+	return startNodeWith(t, dataDir, nil)
+}
+
+// startNodeWith starts a node whose configuration tweak adjusts first.
+func startNodeWith(t testing.TB, dataDir string, tweak func(*config.Config)) *node {
+	t.Helper()
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
@@ -40,6 +46,9 @@ func startNode(t testing.TB, dataDir string) *node {
 	cfg.HTTPS = "127.0.0.1:0"
 	cfg.MQTTS = "127.0.0.1:0"
 	cfg.AdminKey = testAdminKey
+	if tweak != nil {
+		tweak(&cfg)
+	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
