@@ -70,6 +70,7 @@ func newRootCmd() *cobra.Command {
 		newTelemetryCmd(client),
 		newAttributesCmd(client),
 		newRPCCmd(client),
+		newMessageCmd(client),
 		newAuditCmd(client),
 		newAPIKeyCmd(client),
 		newCACmd(client),

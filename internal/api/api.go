@@ -161,6 +161,7 @@ func (s *server) routes() []route {
 		{http.MethodPut, "/api/devices/{id}/attributes/{scope}", roleOEM, s.setAttributes},
 		{http.MethodDelete, "/api/devices/{id}/attributes/{scope}", roleOEM, s.deleteAttributes},
 		{http.MethodPost, "/api/devices/{id}/rpc", roleOperator, s.callDevice},
+		{http.MethodPost, "/api/devices/{id}/messages", roleOperator, s.sendMessage},
 		{http.MethodGet, "/api/devices/{id}/certificates", roleViewer, s.listCertificates},
 		{http.MethodPost, "/api/devices/{id}/certificates", roleOperator, s.issueCertificate},
 		{http.MethodPost, "/api/credentials/{id}/revoke", roleOperator, s.revokeCredential},

@@ -121,6 +121,32 @@ type Transport interface {
 	SendRPC(deviceID string, req RPCRequest) int
 }
 
+// Message is a cloud-to-device message (Azure IoT Hub's): a body and
+// application properties, for the device's live sessions.
+type Message struct {
+	// ID is the message id ($.mid).
+	ID string
+	// DeviceName is the device's name, which IoT Hub topics carry.
+	DeviceName string
+	Payload    []byte
+	Properties map[string]string
+}
+
+// MessageSender is implemented by the transports that carry
+// cloud-to-device messages; ThingsBoard's has none.
+type MessageSender interface {
+	// SendMessage delivers m to the device's sessions that subscribed to
+	// its messages, and returns how many took it.
+	SendMessage(deviceID string, m Message) int
+}
+
+// Limits of cloud-to-device messages (IoT Hub's own: 64 KiB, and the
+// properties' share of it).
+const (
+	MaxMessageSize       = 64 << 10
+	MaxMessageProperties = 64
+)
+
 // Options configures a Service. Store is required.
 type Options struct {
 	Store telemetry.Store
@@ -639,6 +665,37 @@ func (s *Service) DeleteAttributes(ctx context.Context, deviceID string, scope t
 		s.eachTransport(func(t Transport) int { return t.PushAttributes(deviceID, nil, deleted) })
 	}
 	return deleted, nil
+}
+
+// SendMessage delivers a cloud-to-device message to the device's live
+// sessions that listen for such messages. Nothing is queued: it returns
+// ErrOffline when no session took it.
+func (s *Service) SendMessage(deviceID string, m Message) error {
+	size := len(m.Payload)
+	for k, v := range m.Properties {
+		if k == "" || strings.HasPrefix(k, "$") {
+			return fmt.Errorf("%w: message property names must be non-empty and not start with '$' (system properties are the hub's)", ErrInvalid)
+		}
+		size += len(k) + len(v)
+	}
+	switch {
+	case m.ID == "":
+		return fmt.Errorf("%w: a message needs an id", ErrInvalid)
+	case len(m.Properties) > MaxMessageProperties:
+		return fmt.Errorf("%w: %d message properties, at most %d", ErrInvalid, len(m.Properties), MaxMessageProperties)
+	case size > MaxMessageSize:
+		return fmt.Errorf("%w: the message and its properties are %d bytes, at most %d", ErrInvalid, size, MaxMessageSize)
+	}
+	n := s.eachTransport(func(t Transport) int {
+		if ms, ok := t.(MessageSender); ok {
+			return ms.SendMessage(deviceID, m)
+		}
+		return 0
+	})
+	if n == 0 {
+		return ErrOffline
+	}
+	return nil
 }
 
 // CallOptions tune Call.

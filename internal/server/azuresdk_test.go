@@ -223,13 +223,18 @@ func TestAzureSDKRegistration(t *testing.T) {
 			onStep := func(step string, _ map[string]any) {
 				dev, err := st.GetDeviceByName(ctx, registry.DefaultOrgID, tc.regID)
 				switch {
-				case step != "desired_ready" && step != "method_ready":
+				case step != "desired_ready" && step != "method_ready" && step != "c2d_ready":
 					return
 				case err != nil:
 					cloudErrs <- err
 				case step == "desired_ready":
 					if code, body := n.apiQuiet("PUT", "/api/devices/"+dev.ID+"/attributes/shared", `{"interval":42}`); code != 200 {
 						cloudErrs <- fmt.Errorf("set desired: %d %s", code, body)
+					}
+				case step == "c2d_ready":
+					if code, body := n.apiQuiet("POST", "/api/devices/"+dev.ID+"/messages",
+						`{"payload":"hello device","messageId":"m-1","properties":{"priority":"high"}}`); code != 202 {
+						cloudErrs <- fmt.Errorf("send message: %d %s", code, body)
 					}
 				default:
 					code, body := n.apiQuiet("POST", "/api/devices/"+dev.ID+"/rpc", `{"method":"reboot","params":{"delay":1}}`)
@@ -240,7 +245,7 @@ func TestAzureSDKRegistration(t *testing.T) {
 				}
 			}
 			if tc.cloud {
-				env["ZT_WAIT_DESIRED"], env["ZT_WAIT_METHOD"] = "1", "1"
+				env["ZT_WAIT_DESIRED"], env["ZT_WAIT_METHOD"], env["ZT_WAIT_C2D"] = "1", "1", "1"
 			}
 			r := runAzureSDK(t, nodeBin, dir, env, onStep)
 			close(cloudErrs)
@@ -306,6 +311,10 @@ func TestAzureSDKRegistration(t *testing.T) {
 				patch, _ := r.steps["desired"]["patch"].(map[string]any)
 				if compactAny(patch["interval"]) != "42" {
 					t.Fatalf("desired patch seen by the device = %v, want interval 42", r.steps["desired"])
+				}
+				c2d := r.steps["c2d"]
+				if props, _ := c2d["properties"].(map[string]any); c2d["data"] != "hello device" || c2d["messageId"] != "m-1" || props["priority"] != "high" {
+					t.Fatalf("cloud-to-device message seen by the device = %v", c2d)
 				}
 				if r.steps["method"]["name"] != "reboot" || compactAny(r.steps["method"]["payload"]) != `{"delay":1}` {
 					t.Fatalf("method seen by the device = %v", r.steps["method"])

@@ -141,6 +141,20 @@ func TestIoTHubDeviceProtocol(t *testing.T) {
 		t.Fatalf("desired patch %q on %q", m.Payload(), m.Topic())
 	}
 
+	// A cloud-to-device message with properties.
+	var sent struct {
+		MessageID string `json:"messageId"`
+	}
+	if code := n.api("POST", "/api/devices/"+dev.ID+"/messages", map[string]any{"payload": "stop line 3", "properties": map[string]string{"priority": "high", "a&b": "c=d"}}, &sent); code != 202 || sent.MessageID == "" {
+		t.Fatalf("send message: %d %+v", code, sent)
+	}
+	m = nextMsg("devices/" + deviceID + "/messages/devicebound/")
+	props, err := url.ParseQuery(strings.TrimPrefix(m.Topic(), "devices/"+deviceID+"/messages/devicebound/"))
+	if err != nil || string(m.Payload()) != "stop line 3" || props.Get("$.mid") != sent.MessageID || props.Get("priority") != "high" ||
+		props.Get("a&b") != "c=d" || props.Get("$.to") != "/devices/"+deviceID+"/messages/devicebound" {
+		t.Fatalf("message %q on %q (%v)", m.Payload(), m.Topic(), err)
+	}
+
 	// A direct method, called through the management API.
 	go func() {
 		m := nextMsg("$iothub/methods/POST/")
@@ -155,5 +169,19 @@ func TestIoTHubDeviceProtocol(t *testing.T) {
 	}
 	if got := compact(res.Result); got != `{"status":200,"payload":{"rebooting":true,"asked":{"delay":5}}}` {
 		t.Fatalf("direct method result = %s", got)
+	}
+
+	// Offline: nothing is sent, nothing queued.
+	c.Disconnect(0)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		code := n.api("POST", "/api/devices/"+dev.ID+"/messages", map[string]any{"payload": map[string]any{"x": 1}}, nil)
+		if code == 409 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("message to a disconnected device: HTTP %d, want 409", code)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -16,7 +16,10 @@
 //     its server attributes and never sent to the device); a twin's
 //     $version is the time, in Unix milliseconds, of the section's last
 //     change, which increases with every change as a version must;
-//   - a direct method is an RPC whose answer is {"status","payload"}.
+//   - a direct method is an RPC whose answer is {"status","payload"};
+//   - a cloud-to-device message (device.Message) is published on
+//     devices/{id}/messages/devicebound/<properties>, to live sessions
+//     only: nothing is queued for an offline device.
 package azureiothub
 
 import (
@@ -27,10 +30,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/zerotouch/zerotouch/internal/attest"
 	"github.com/zerotouch/zerotouch/internal/device"
 	"github.com/zerotouch/zerotouch/internal/telemetry"
 )
@@ -177,6 +182,30 @@ func (h *Handler) SendRPC(deviceID string, req device.RPCRequest) int {
 		body = []byte("null")
 	}
 	return h.mqtt.DeliverToDevice(deviceID, methodsPost+url.PathEscape(req.Method)+"/?$rid="+strconv.Itoa(req.ID), body)
+}
+
+// SendMessage implements device.MessageSender: the message goes to the
+// sessions subscribed to devices/{id}/messages/devicebound/#, its system
+// properties ($.mid, $.to) and application properties encoded in the
+// topic as IoT Hub does (encodeURIComponent'd, joined with & and =).
+func (h *Handler) SendMessage(deviceID string, m device.Message) int {
+	return h.mqtt.DeliverToDevice(deviceID, MessageTopic(m), m.Payload)
+}
+
+// MessageTopic is the topic a cloud-to-device message is published on.
+func MessageTopic(m device.Message) string {
+	to := DevicesPrefix + m.DeviceName + "/messages/devicebound"
+	var b strings.Builder
+	b.WriteString(to + "/%24.mid=" + attest.URLEncode(m.ID) + "&%24.to=" + attest.URLEncode("/"+to))
+	keys := make([]string, 0, len(m.Properties))
+	for k := range m.Properties {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		b.WriteString("&" + attest.URLEncode(k) + "=" + attest.URLEncode(m.Properties[k]))
+	}
+	return b.String()
 }
 
 // requestID is the $rid of a request topic "<prefix>?$rid=<rid>[&…]".

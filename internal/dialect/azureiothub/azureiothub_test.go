@@ -127,3 +127,11 @@ func FuzzDecoders(f *testing.F) {
 		requestID(topic, "")
 	})
 }
+
+func TestMessageTopic(t *testing.T) {
+	m := device.Message{ID: "m 1", DeviceName: "dev-1", Properties: map[string]string{"b": "x/y", "a&": "=1"}}
+	want := "devices/dev-1/messages/devicebound/%24.mid=m%201&%24.to=%2Fdevices%2Fdev-1%2Fmessages%2Fdevicebound&a%26=%3D1&b=x%2Fy"
+	if got := MessageTopic(m); got != want {
+		t.Errorf("MessageTopic = %q\nwant %q", got, want)
+	}
+}
