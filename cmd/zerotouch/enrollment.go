@@ -74,6 +74,8 @@ func newEnrollmentGroupCmd(o *clientOptions) *cobra.Command {
 		newGroupStatusCmd(o, false),
 		o.deleteCmd("enrollment group", "Delete an enrollment group", (*apiclient.Client).DeleteEnrollmentGroup),
 		newGroupDeriveKeyCmd(o),
+		newGroupVerificationCodeCmd(o),
+		newGroupVerifyCmd(o),
 	)
 }
 
@@ -202,6 +204,7 @@ type attestationFlags struct {
 	symmetric           bool
 	primary, secondary  string
 	certificate, caCert string
+	caVerified          bool
 	tpmEK, tpmSRK       string
 }
 
@@ -211,6 +214,7 @@ func (a *attestationFlags) register(f *pflag.FlagSet, group bool) {
 	f.StringVar(&a.secondary, "secondary-key", "", "symmetric secondary key, base64, or @file")
 	if group {
 		f.StringVar(&a.caCert, "ca-certificate", "", "attest with this CA certificate (PEM file): devices whose certificate chains to it")
+		f.BoolVar(&a.caVerified, "ca-verified", false, "with --ca-certificate: vouch that the CA is verified, without proof of possession (operator)")
 		return
 	}
 	f.StringVar(&a.certificate, "certificate", "", "attest with the device's X.509 leaf certificate (PEM file)")
@@ -238,6 +242,9 @@ func (a *attestationFlags) choice(cmd *cobra.Command) (registry.AttestationType,
 	}
 	if f.Changed("secondary-key") && !f.Changed("primary-key") {
 		return "", usageError(cmd, errors.New("--secondary-key needs --primary-key"))
+	}
+	if f.Lookup("ca-verified") != nil && f.Changed("ca-verified") && !f.Changed("ca-certificate") {
+		return "", usageError(cmd, errors.New("--ca-verified needs --ca-certificate"))
 	}
 	if len(chosen) > 1 {
 		return "", usageError(cmd, fmt.Errorf("choose one attestation: %s", strings.Join(chosen, " or ")))
@@ -309,7 +316,7 @@ func (a *attestationFlags) groupAttestation(cmd *cobra.Command, required bool) (
 	case registry.AttestationX509:
 		var pem []byte
 		if pem, err = readLimited(a.caCert, registry.MaxEnrollmentPEM); err == nil {
-			at.X509CA = &registry.X509CAAttestation{CACertificatePEM: string(pem)}
+			at.X509CA = &registry.X509CAAttestation{CACertificatePEM: string(pem), Verified: a.caVerified}
 		}
 	}
 	return at, err
@@ -590,9 +597,11 @@ func newGroupCreateCmd(o *clientOptions) *cobra.Command {
 		Short: "Create an enrollment group",
 		Long: "Create an Azure DPS enrollment group. With --symmetric-key and no --primary-key, two group keys\n" +
 			"are generated and printed; each device gets a key derived from them (see derive-key). With\n" +
-			"--ca-certificate, devices whose certificate chains to the CA are admitted.",
+			"--ca-certificate, devices whose certificate chains to the CA are admitted once the CA is verified:\n" +
+			"prove possession of its key with 'verification-code' and 'verify', or vouch for it with --ca-verified.",
 		Example: "  zerotouch enrollment group create line-a --symmetric-key --iot-hub hub-eu --desired '{\"interval\":30}'\n" +
-			"  zerotouch enrollment group create maker-ca --ca-certificate maker-ca.pem",
+			"  zerotouch enrollment group create maker-ca --ca-certificate maker-ca.pem\n" +
+			"  zerotouch enrollment group create maker-ca --ca-certificate maker-ca.pem --ca-verified",
 		Args: exactArgs(1),
 		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
 			at, err := att.groupAttestation(cmd, true)
@@ -778,6 +787,65 @@ func newGroupDeriveKeyCmd(o *clientOptions) *cobra.Command {
 	return cmd
 }
 
+func newGroupVerificationCodeCmd(o *clientOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "verification-code GROUP_ID",
+		Short: "Get a code to prove possession of an X.509 group's CA key (operator)",
+		Long: "Print a new proof-of-possession code for the CA certificate of an X.509 enrollment group, as\n" +
+			"DPS does: sign a certificate whose subject common name is the code with the CA's private key,\n" +
+			"and upload it with 'zerotouch enrollment group verify'. The group admits devices once its CA is\n" +
+			"verified. A new code replaces the pending one.",
+		Example: "  code=$(zerotouch enrollment group verification-code maker-ca -o json | jq -r .verificationCode)\n" +
+			"  openssl req -new -key maker-ca.key -subj \"/CN=$code\" -out verify.csr\n" +
+			"  openssl x509 -req -in verify.csr -CA maker-ca.pem -CAkey maker-ca.key -CAcreateserial -days 1 -out verify.pem\n" +
+			"  zerotouch enrollment group verify maker-ca --certificate verify.pem",
+		Args: exactArgs(1),
+		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
+			v, err := c.EnrollmentGroupVerificationCode(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return o.print(cmd, v, func(w io.Writer) {
+				fields(w,
+					"Group ID", v.EnrollmentGroupID,
+					"Verification code", v.VerificationCode,
+					"CA subject", v.CASubject,
+					"CA SHA-256", v.CAThumbprint,
+					"CA verified", strconv.FormatBool(v.Verified))
+			})
+		}),
+	}
+}
+
+func newGroupVerifyCmd(o *clientOptions) *cobra.Command {
+	var certFile string
+	cmd := &cobra.Command{
+		Use:   "verify GROUP_ID --certificate FILE",
+		Short: "Verify an X.509 group's CA by proof of possession (operator)",
+		Long: "Upload the verification certificate: subject common name the code of 'verification-code', signed\n" +
+			"by the group's CA private key. When it verifies, the CA is marked verified and the group admits\n" +
+			"devices whose certificate chains to it.",
+		Example: "  zerotouch enrollment group verify maker-ca --certificate verify.pem",
+		Args:    exactArgs(1),
+		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
+			if certFile == "" {
+				return usageError(cmd, errors.New("--certificate is required: the verification certificate (PEM file)"))
+			}
+			b, err := readLimited(certFile, registry.MaxEnrollmentPEM)
+			if err != nil {
+				return fmt.Errorf("--certificate: %w", err)
+			}
+			g, err := c.VerifyEnrollmentGroupCA(ctx, args[0], string(b))
+			if err != nil {
+				return err
+			}
+			return o.print(cmd, g, func(w io.Writer) { groupFields(w, g) })
+		}),
+	}
+	cmd.Flags().StringVar(&certFile, "certificate", "", "the verification certificate, PEM file (required)")
+	return cmd
+}
+
 // Output.
 
 func allocationOf(p *registry.EnrollmentPolicies) string {
@@ -847,7 +915,15 @@ func groupFields(w io.Writer, g *registry.EnrollmentGroup) {
 	}
 	kv = append(kv, keyFields(g.Attestation.Type, g.Attestation.SymmetricKey)...)
 	if x := g.Attestation.X509CA; x != nil {
-		kv = append(kv, "CA certificate", caSubject(x.CACertificatePEM))
+		verified := "no: the group admits no device until the CA is verified (see verification-code)"
+		if x.Verified {
+			verified = "yes"
+			if x.VerifiedAt != nil {
+				verified += ", " + fmtTime(*x.VerifiedAt)
+			}
+		}
+		kv = append(kv, "CA certificate", caSubject(x.CACertificatePEM), "CA verified", verified,
+			"Verification code", x.VerificationCode)
 	}
 	kv = append(kv, policyFields(&g.EnrollmentPolicies)...)
 	kv = append(kv,

@@ -187,6 +187,8 @@ func (s *server) routes() []route {
 		{http.MethodPost, "/api/enrollment-groups/{id}/enable", roleOEM, s.enableEnrollmentGroup},
 		{http.MethodPost, "/api/enrollment-groups/{id}/disable", roleOEM, s.disableEnrollmentGroup},
 		{http.MethodPost, "/api/enrollment-groups/{id}/derive-key", roleOperator, s.deriveDeviceKey},
+		{http.MethodPost, "/api/enrollment-groups/{id}/verification-code", roleOperator, s.generateVerificationCode},
+		{http.MethodPost, "/api/enrollment-groups/{id}/verify", roleOperator, s.verifyGroupCA},
 
 		{http.MethodGet, "/api/audit", roleViewer, s.listAudit},
 

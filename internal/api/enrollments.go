@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/zerotouch/zerotouch/internal/attest"
 	"github.com/zerotouch/zerotouch/internal/registry"
@@ -262,6 +264,13 @@ func (k *enrollmentKind[T]) precondition(r *http.Request, cur *T, version *int64
 // changes nothing writes nothing and records no event.
 func modify[T any](s *server, k *enrollmentKind[T], w http.ResponseWriter, r *http.Request, key *registry.APIKey,
 	version *int64, action, verb string, change func(v *T) ([]string, error)) error {
+	return modifyAnswer(s, k, w, r, key, version, action, verb, change, func(v *T) { k.answer(w, key, http.StatusOK, v) })
+}
+
+// modifyAnswer is modify with its own answer, written with the record as
+// it is after the change.
+func modifyAnswer[T any](s *server, k *enrollmentKind[T], w http.ResponseWriter, r *http.Request, key *registry.APIKey,
+	version *int64, action, verb string, change func(v *T) ([]string, error), answer func(v *T)) error {
 	cur, err := k.load(r, key)
 	if err != nil {
 		return err
@@ -275,7 +284,7 @@ func modify[T any](s *server, k *enrollmentKind[T], w http.ResponseWriter, r *ht
 		return err
 	}
 	if len(changed) == 0 {
-		k.answer(w, key, http.StatusOK, cur)
+		answer(cur)
 		return nil
 	}
 	id := k.id(cur)
@@ -292,7 +301,7 @@ func modify[T any](s *server, k *enrollmentKind[T], w http.ResponseWriter, r *ht
 	}
 	s.audit(r, key, registry.AuditEvent{Action: k.action + "." + action,
 		Detail: verb + " " + k.what + " " + id + " (changed: " + strings.Join(changed, ", ") + ")"})
-	k.answer(w, key, http.StatusOK, cur)
+	answer(cur)
 	return nil
 }
 
@@ -616,6 +625,11 @@ func (s *server) createEnrollmentGroup(w http.ResponseWriter, r *http.Request, k
 	}
 	defaultPolicies(&g.EnrollmentPolicies)
 	fillGroupKeys(&g.Attestation)
+	if x := g.Attestation.X509CA; x != nil {
+		// Verification is the server's: only "verified" (an operator
+		// vouching for the CA) is taken from the request.
+		x.CarryVerification(nil, time.Now())
+	}
 	if err := g.Validate(); err != nil {
 		return err
 	}
@@ -669,6 +683,13 @@ func (s *server) updateEnrollmentGroup(w http.ResponseWriter, r *http.Request, k
 	}
 	return modify(s, s.enrollmentGroups(), w, r, key, req.Version, "update", "updated", func(g *registry.EnrollmentGroup) ([]string, error) {
 		var changed []string
+		if req.Attestation != nil && req.Attestation.X509CA != nil {
+			// The same CA keeps its verification; another CA must be
+			// verified again (or vouched for with "verified").
+			x := *req.Attestation.X509CA
+			x.CarryVerification(g.Attestation.X509CA, time.Now())
+			req.Attestation.X509CA = &x
+		}
 		if req.Attestation != nil && !reflect.DeepEqual(*req.Attestation, g.Attestation) {
 			g.Attestation = *req.Attestation
 			changed = append(changed, "attestation")
@@ -711,4 +732,106 @@ func (s *server) deriveDeviceKey(w http.ResponseWriter, r *http.Request, key *re
 		Detail: "derived the device key of registration id " + regID + " from enrollment group " + g.ID})
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// Proof of possession of an X.509 group's CA certificate, as DPS asks it:
+// the operator gets a verification code, signs a certificate whose
+// subject common name is the code with the CA's private key, and uploads
+// it; the CA is then verified and the group admits devices.
+
+// VerificationCode is the answer of POST
+// /api/enrollment-groups/{id}/verification-code.
+type VerificationCode struct {
+	EnrollmentGroupID string `json:"enrollmentGroupId"`
+	// VerificationCode is the subject common name the verification
+	// certificate must have.
+	VerificationCode string `json:"verificationCode"`
+	// CASubject and CAThumbprint name the CA whose key must sign it.
+	CASubject    string `json:"caSubject"`
+	CAThumbprint string `json:"caThumbprint"`
+	// Verified tells whether the CA is verified already (a new proof is
+	// not needed, but may be given).
+	Verified bool  `json:"verified"`
+	Version  int64 `json:"version"`
+}
+
+// VerifyCARequest is the body of POST /api/enrollment-groups/{id}/verify.
+type VerifyCARequest struct {
+	// CertificatePEM is the verification certificate: subject common name
+	// the verification code, signed by the CA's private key.
+	CertificatePEM string `json:"certificatePem"`
+	// Version, when given, is the version the proof is based on.
+	Version *int64 `json:"version,omitempty"`
+}
+
+// groupCA returns the X.509 CA of g, or the 422 of a group that has none.
+func groupCA(g *registry.EnrollmentGroup) (*registry.X509CAAttestation, *x509.Certificate, error) {
+	x := g.Attestation.X509CA
+	if g.Attestation.Type != registry.AttestationX509 || x == nil {
+		return nil, nil, invalid("enrollment group %q attests with %s, not an X.509 CA: it has no CA certificate to verify", g.ID, g.Attestation.Type)
+	}
+	ca, err := x.Certificate()
+	if err != nil {
+		return nil, nil, err
+	}
+	return x, ca, nil
+}
+
+// generateVerificationCode gives the group's CA a new verification code;
+// a code handed out before stops working.
+func (s *server) generateVerificationCode(w http.ResponseWriter, r *http.Request, key *registry.APIKey) error {
+	var req ActivateEnrollmentRequest // only its version is used
+	if err := decodeOptionalJSON(w, r, &req); err != nil {
+		return err
+	}
+	k := s.enrollmentGroups()
+	return modifyAnswer(s, k, w, r, key, req.Version, "verification-code", "generated a CA verification code of", func(g *registry.EnrollmentGroup) ([]string, error) {
+		x, _, err := groupCA(g)
+		if err != nil {
+			return nil, err
+		}
+		x.VerificationCode = registry.NewVerificationCode()
+		return []string{"attestation.x509.verificationCode"}, nil
+	}, func(g *registry.EnrollmentGroup) {
+		x := g.Attestation.X509CA
+		ca, _ := x.Certificate() // validated by the write
+		out := VerificationCode{EnrollmentGroupID: g.ID, VerificationCode: x.VerificationCode, Verified: x.Verified, Version: g.Version}
+		if ca != nil {
+			out.CASubject, out.CAThumbprint = ca.Subject.String(), attest.CertificateThumbprint(ca)
+		}
+		w.Header().Set("ETag", etag(g.Version))
+		writeJSON(w, http.StatusOK, out)
+	})
+}
+
+// verifyGroupCA checks a verification certificate against the group's CA
+// and pending code and, when it proves possession of the CA's key, marks
+// the CA verified (the code is consumed).
+func (s *server) verifyGroupCA(w http.ResponseWriter, r *http.Request, key *registry.APIKey) error {
+	var req VerifyCARequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	if strings.TrimSpace(req.CertificatePEM) == "" {
+		return invalid("certificatePem is required: the verification certificate, PEM")
+	}
+	proof, err := registry.ParseCertificatePEM("verification certificate", strings.TrimSpace(req.CertificatePEM)+"\n")
+	if err != nil {
+		return err
+	}
+	return modify(s, s.enrollmentGroups(), w, r, key, req.Version, "verify", "verified the CA certificate of", func(g *registry.EnrollmentGroup) ([]string, error) {
+		x, ca, err := groupCA(g)
+		if err != nil {
+			return nil, err
+		}
+		if x.VerificationCode == "" {
+			return nil, invalid("enrollment group %q has no pending verification code: generate one (POST /api/enrollment-groups/%s/verification-code) and sign a certificate with it as its common name", g.ID, g.ID)
+		}
+		now := time.Now()
+		if err := attest.VerifyProofOfPossession(ca, proof, x.VerificationCode, now); err != nil {
+			return nil, invalid("%v", err)
+		}
+		x.MarkVerified(now)
+		return []string{"attestation.x509.verified"}, nil
+	})
 }

@@ -100,6 +100,21 @@ func (c *Client) DeriveDeviceKey(ctx context.Context, groupID, registrationID st
 		in: api.DeriveDeviceKeyRequest{RegistrationID: registrationID}}, &out)
 }
 
+// EnrollmentGroupVerificationCode asks for a new proof-of-possession code
+// for the X.509 enrollment group's CA certificate.
+func (c *Client) EnrollmentGroupVerificationCode(ctx context.Context, groupID string) (*api.VerificationCode, error) {
+	var out api.VerificationCode
+	return &out, c.do(ctx, request{method: http.MethodPost, path: pathOf("/api/enrollment-groups/%s/verification-code", groupID)}, &out)
+}
+
+// VerifyEnrollmentGroupCA uploads the verification certificate (PEM) that
+// proves possession of the group's CA key; the answer is the group.
+func (c *Client) VerifyEnrollmentGroupCA(ctx context.Context, groupID, certificatePEM string) (*registry.EnrollmentGroup, error) {
+	var out registry.EnrollmentGroup
+	return &out, c.do(ctx, request{method: http.MethodPost, path: pathOf("/api/enrollment-groups/%s/verify", groupID),
+		in: api.VerifyCARequest{CertificatePEM: certificatePEM}}, &out)
+}
+
 func enableVerb(enabled bool) string {
 	if enabled {
 		return "enable"

@@ -111,6 +111,9 @@ type admission struct {
 	// keys are the device's symmetric keys (derived from the group's for
 	// a group), which the hub checks its SAS tokens with.
 	keys *registry.SymmetricKeyAttestation
+	// cert is the device's leaf certificate (X.509 attestation), which
+	// the hub authenticates it by.
+	cert *x509.Certificate
 }
 
 // Register runs a device registration: attest (the evidence against the
@@ -228,7 +231,7 @@ func (s *Service) admit(ctx context.Context, req RegistrationRequest) (*admissio
 		scope, _ := registry.CanonicalIDScope(req.IDScope)
 		err = s.admitSymmetricKey(ctx, req, attest.RegistrationResource(scope, a.regID), a)
 	case len(req.Certificates) > 0:
-		err = refuse(ReasonBadCredentials, "X.509 attestation is not served yet: use a symmetric key")
+		err = s.admitX509(ctx, req, a)
 	default:
 		err = refuse(ReasonBadKeyOrSecret, "no evidence: a shared access signature or a client certificate is required")
 	}
@@ -430,6 +433,12 @@ func (s *Service) assign(ctx context.Context, req RegistrationRequest, a *admiss
 	if a.keys != nil {
 		c.Credentials = []registry.Credential{{Type: registry.CredentialSymmetricKey,
 			LookupKey: registry.HubDeviceLookupKey(reg.HubDeviceID), SymmetricKey: a.keys}}
+	} else if a.cert != nil {
+		cred, err := x509Credential(a.cert, now)
+		if err != nil {
+			return nil, err
+		}
+		c.Credentials = []registry.Credential{cred}
 	}
 	c.Registration = &reg
 	via := "individual enrollment"
@@ -468,7 +477,7 @@ func (s *Service) allocate(ctx context.Context, req RegistrationRequest, a *admi
 	if areq.Policy == registry.AllocationCustom {
 		areq.Webhook = &allocate.WebhookRequest{
 			IndividualEnrollment: a.enrollment, EnrollmentGroup: a.group,
-			Attestation: allocate.DeviceAttestation{Type: a.attestation}, Payload: req.Payload,
+			Attestation: a.deviceAttestation(), Payload: req.Payload,
 		}
 	}
 	var hubs []allocate.Hub

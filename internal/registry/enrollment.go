@@ -118,9 +118,78 @@ type X509Attestation struct {
 }
 
 // X509CAAttestation admits the devices of a group whose certificate chains
-// to the CA certificate.
+// to the CA certificate, once the CA is verified.
+//
+// As in DPS, a CA admits nobody until whoever uploaded it proved that they
+// hold its private key (proof of possession): the operator asks for a
+// VerificationCode, signs a certificate whose subject common name is the
+// code with the CA's key, and uploads it; the CA is then Verified. An
+// operator may also vouch for a CA when creating the group (DPS's
+// "certificate is already verified"). Replacing the CA certificate resets
+// the verification (see CarryVerification).
 type X509CAAttestation struct {
 	CACertificatePEM string `json:"caCertificatePem"`
+	// Verified: possession of the CA's private key was proved (or vouched
+	// for by an operator); only then does the group admit devices.
+	Verified bool `json:"verified"`
+	// VerifiedAt is when Verified was set; nil when not verified.
+	VerifiedAt *time.Time `json:"verifiedAt,omitempty"`
+	// VerificationCode is the code the proof-of-possession certificate
+	// must carry as its subject common name; empty when none is pending.
+	VerificationCode string `json:"verificationCode,omitempty"`
+}
+
+// MaxVerificationCodeLen caps a proof-of-possession verification code (a
+// common name is at most 64 characters).
+const MaxVerificationCodeLen = 64
+
+// NewVerificationCode returns a random proof-of-possession code: 20
+// random bytes in upper-case hex, the form of DPS's codes.
+func NewVerificationCode() string {
+	var b [20]byte
+	rand.Read(b[:])
+	return strings.ToUpper(hex.EncodeToString(b[:]))
+}
+
+// CarryVerification keeps the verification state of prev when x holds
+// the same CA certificate (a rewrite of the attestation that does not
+// change the CA), and resets it when the CA is another one: a new CA must
+// be verified again. A Verified set in x by the caller (an operator
+// vouching for the new CA) is kept, stamped with now; the code is the
+// server's alone and never taken from the caller.
+func (x *X509CAAttestation) CarryVerification(prev *X509CAAttestation, now time.Time) {
+	if prev != nil && sameCertificatePEM(prev.CACertificatePEM, x.CACertificatePEM) {
+		vouched := x.Verified && !prev.Verified
+		x.Verified, x.VerifiedAt, x.VerificationCode = prev.Verified, prev.VerifiedAt, prev.VerificationCode
+		if vouched {
+			x.MarkVerified(now)
+		}
+		return
+	}
+	x.VerificationCode = ""
+	if x.Verified {
+		x.MarkVerified(now)
+	} else {
+		x.VerifiedAt = nil
+	}
+}
+
+// MarkVerified records that the CA is verified, at now; a pending code is
+// consumed.
+func (x *X509CAAttestation) MarkVerified(now time.Time) {
+	t := now.UTC()
+	x.Verified, x.VerifiedAt, x.VerificationCode = true, &t, ""
+}
+
+// sameCertificatePEM reports whether a and b hold the same certificate
+// (same DER), whatever their PEM layout.
+func sameCertificatePEM(a, b string) bool {
+	ba, _ := pem.Decode([]byte(a))
+	bb, _ := pem.Decode([]byte(b))
+	if ba == nil || bb == nil {
+		return a == b
+	}
+	return bytes.Equal(ba.Bytes, bb.Bytes)
 }
 
 // TPMAttestation identifies a device by its TPM 2.0 endorsement key.
@@ -404,16 +473,43 @@ func (x *X509Attestation) Fingerprint() (string, error) {
 	return fp, nil
 }
 
-// Validate checks that the CA certificate parses and is a CA.
+// Validate checks that the CA certificate parses and is a CA, and the
+// verification state.
 func (x *X509CAAttestation) Validate() error {
-	cert, err := parseOneCertificate("CA certificate", x.CACertificatePEM)
-	if err != nil {
+	if _, err := x.Certificate(); err != nil {
 		return err
 	}
-	if !cert.BasicConstraintsValid || !cert.IsCA {
-		return fmt.Errorf("%w: the group's certificate is not a CA certificate (basic constraints CA:TRUE)", ErrInvalid)
+	if len(x.VerificationCode) > MaxVerificationCodeLen {
+		return fmt.Errorf("%w: verification code is longer than %d characters", ErrInvalid, MaxVerificationCodeLen)
+	}
+	for _, c := range x.VerificationCode {
+		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || c == '-') {
+			return fmt.Errorf("%w: verification code may hold only letters, digits and '-'", ErrInvalid)
+		}
+	}
+	if !x.Verified && x.VerifiedAt != nil {
+		return fmt.Errorf("%w: verifiedAt is set but the CA is not verified", ErrInvalid)
 	}
 	return nil
+}
+
+// Certificate parses the CA certificate and checks that it is a CA
+// (basic constraints CA:TRUE).
+func (x *X509CAAttestation) Certificate() (*x509.Certificate, error) {
+	cert, err := parseOneCertificate("CA certificate", x.CACertificatePEM)
+	if err != nil {
+		return nil, err
+	}
+	if !cert.BasicConstraintsValid || !cert.IsCA {
+		return nil, fmt.Errorf("%w: the group's certificate is not a CA certificate (basic constraints CA:TRUE)", ErrInvalid)
+	}
+	return cert, nil
+}
+
+// ParseCertificatePEM parses exactly one PEM CERTIFICATE block of at most
+// MaxEnrollmentPEM bytes; what names it in errors (ErrInvalid).
+func ParseCertificatePEM(what, s string) (*x509.Certificate, error) {
+	return parseOneCertificate(what, s)
 }
 
 // parseOneCertificate parses exactly one PEM CERTIFICATE block.

@@ -286,7 +286,7 @@ func RefusalOf(r provision.Reason) Refusal {
 	switch r {
 	case provision.ReasonBadRequest:
 		return Refusal{Status: 400, ErrorCode: 400004}
-	case provision.ReasonBadKeyOrSecret, provision.ReasonNotEnrolled, provision.ReasonBadCredentials, provision.ReasonTokenExpired:
+	case provision.ReasonBadKeyOrSecret, provision.ReasonNotEnrolled, provision.ReasonBadCredentials, provision.ReasonTokenExpired, provision.ReasonBadCertificate:
 		return Refusal{Status: 401, ErrorCode: 401002}
 	case provision.ReasonEnrollmentDisabled, provision.ReasonDeviceDisabled:
 		return Refusal{Status: 200, ErrorCode: 401002, Outcome: StatusDisabled}

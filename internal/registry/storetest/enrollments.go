@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -447,6 +448,46 @@ var enrollmentGroupTests = []testCase{
 				wantNotFound(t, err, "GetEnrollmentGroup after delete")
 				wantNotFound(t, s.UpdateEnrollmentGroup(ctx, &g), "UpdateEnrollmentGroup after delete")
 			})
+		}
+	}},
+
+	{"X509CAVerification", func(t *testing.T, s registry.Store) {
+		// The CA's verification state (proof of possession) round-trips:
+		// a pending code, then verified with its time.
+		ctx := t.Context()
+		g := symmetricGroup("ca-group")
+		g.Attestation = registry.GroupAttestation{Type: registry.AttestationX509,
+			X509CA: &registry.X509CAAttestation{CACertificatePEM: caPEM(t, "verified-ca", true)}}
+		must(t, s.CreateEnrollmentGroup(ctx, &g), "CreateEnrollmentGroup")
+		got, err := s.GetEnrollmentGroup(ctx, registry.DefaultOrgID, g.ID)
+		must(t, err, "GetEnrollmentGroup")
+		if x := got.Attestation.X509CA; x.Verified || x.VerifiedAt != nil || x.VerificationCode != "" {
+			t.Fatalf("new CA = %+v, want unverified without a code", x)
+		}
+		got.Attestation.X509CA.VerificationCode = "0A1B2C3D4E5F"
+		must(t, s.UpdateEnrollmentGroup(ctx, got), "UpdateEnrollmentGroup(code)")
+		again, err := s.GetEnrollmentGroup(ctx, registry.DefaultOrgID, g.ID)
+		must(t, err, "GetEnrollmentGroup")
+		checkGroup(t, again, got)
+		at := time.Now().Add(-time.Minute)
+		again.Attestation.X509CA.MarkVerified(at)
+		want := *again.Attestation.X509CA
+		must(t, s.UpdateEnrollmentGroup(ctx, again), "UpdateEnrollmentGroup(verified)")
+		final, err := s.GetEnrollmentGroup(ctx, registry.DefaultOrgID, g.ID)
+		must(t, err, "GetEnrollmentGroup")
+		x := final.Attestation.X509CA
+		if !x.Verified || x.VerificationCode != "" {
+			t.Fatalf("verified CA = %+v, want verified without a code", x)
+		}
+		checkTimePtr(t, "VerifiedAt", x.VerifiedAt, want.VerifiedAt)
+		checkGroup(t, final, again)
+
+		bad := *final
+		ca := *x
+		ca.Verified = false // VerifiedAt without Verified
+		bad.Attestation.X509CA = &ca
+		if err := s.UpdateEnrollmentGroup(ctx, &bad); !errors.Is(err, registry.ErrInvalid) {
+			t.Fatalf("UpdateEnrollmentGroup(verifiedAt without verified) = %v, want ErrInvalid", err)
 		}
 	}},
 

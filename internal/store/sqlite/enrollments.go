@@ -356,13 +356,16 @@ func (s *Store) DeleteEnrollment(ctx context.Context, orgID, registrationID stri
 
 // Enrollment groups.
 
-const groupCols = `org_id, id, attestation_type, symmetric_primary_key, symmetric_secondary_key, x509_ca_pem, ` + policyCols
+const groupCols = `org_id, id, attestation_type, symmetric_primary_key, symmetric_secondary_key, x509_ca_pem,
+	x509_ca_verified, x509_ca_verified_at, x509_ca_verification_code, ` + policyCols
 
 func (s *Store) scanGroup(sc scanner) (registry.EnrollmentGroup, error) {
 	var g registry.EnrollmentGroup
-	var primary, secondary, caPEM string
+	var primary, secondary, caPEM, code string
+	var verified bool
+	var verifiedAt sql.NullInt64
 	var ps policyScan
-	dest := append([]any{&g.OrgID, &g.ID, &g.Attestation.Type, &primary, &secondary, &caPEM},
+	dest := append([]any{&g.OrgID, &g.ID, &g.Attestation.Type, &primary, &secondary, &caPEM, &verified, &verifiedAt, &code},
 		ps.dest(&g.EnrollmentPolicies, &g.Version)...)
 	if err := sc.Scan(dest...); err != nil {
 		return g, err
@@ -375,7 +378,11 @@ func (s *Store) scanGroup(sc scanner) (registry.EnrollmentGroup, error) {
 		}
 		g.Attestation.SymmetricKey = k
 	case registry.AttestationX509:
-		g.Attestation.X509CA = &registry.X509CAAttestation{CACertificatePEM: caPEM}
+		g.Attestation.X509CA = &registry.X509CAAttestation{CACertificatePEM: caPEM, Verified: verified, VerificationCode: code}
+		if verifiedAt.Valid {
+			t := fromDB(verifiedAt.Int64)
+			g.Attestation.X509CA.VerifiedAt = &t
+		}
 	}
 	g.CreatedAt, g.UpdatedAt = fromDB(ps.created), fromDB(ps.updated)
 	return g, ps.decode(&g.EnrollmentPolicies)
@@ -386,6 +393,10 @@ func cloneGroup(g *registry.EnrollmentGroup) registry.EnrollmentGroup {
 	q.Attestation.SymmetricKey = cloneKey(g.Attestation.SymmetricKey)
 	if x := g.Attestation.X509CA; x != nil {
 		c := *x
+		if x.VerifiedAt != nil {
+			t := norm(*x.VerifiedAt)
+			c.VerifiedAt = &t
+		}
 		q.Attestation.X509CA = &c
 	}
 	q.EnrollmentPolicies = clonePolicies(g.EnrollmentPolicies)
@@ -397,11 +408,13 @@ func (s *Store) groupAttestationArgs(g *registry.EnrollmentGroup) ([]any, error)
 	if err != nil {
 		return nil, err
 	}
-	var caPEM string
+	var caPEM, code string
+	var verified bool
+	var verifiedAt sql.NullInt64
 	if x := g.Attestation.X509CA; x != nil {
-		caPEM = x.CACertificatePEM
+		caPEM, verified, verifiedAt, code = x.CACertificatePEM, x.Verified, nullTime(x.VerifiedAt), x.VerificationCode
 	}
-	return []any{primary, secondary, caPEM}, nil
+	return []any{primary, secondary, caPEM, verified, verifiedAt, code}, nil
 }
 
 func groupWriteErr(err error, g *registry.EnrollmentGroup) error {
@@ -438,7 +451,7 @@ func (s *Store) CreateEnrollmentGroup(ctx context.Context, g *registry.Enrollmen
 	args = append(args, q.Version, toDB(q.CreatedAt), toDB(q.UpdatedAt))
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO enrollment_groups (`+groupCols+`)
-			VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, args...); err != nil {
+			VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, args...); err != nil {
 			return groupWriteErr(err, &q)
 		}
 		return nil
@@ -489,6 +502,7 @@ func (s *Store) UpdateEnrollmentGroup(ctx context.Context, g *registry.Enrollmen
 		var created, version int64
 		err := tx.QueryRowContext(ctx, `UPDATE enrollment_groups SET attestation_type = ?,
 			symmetric_primary_key = ?, symmetric_secondary_key = ?, x509_ca_pem = ?,
+			x509_ca_verified = ?, x509_ca_verified_at = ?, x509_ca_verification_code = ?,
 			status = ?, allocation_policy = ?, iot_hubs = ?, reprovision_policy = ?, twin_tags = ?, twin_desired = ?,
 			payload = ?, updated_at = ?, version = version + 1
 			WHERE org_id = ? AND id = ? AND version = ? RETURNING created_at, version`, args...).Scan(&created, &version)
