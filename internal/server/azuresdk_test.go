@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -165,6 +167,28 @@ func TestAzureSDKRegistration(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// X.509 devices: a self-signed leaf per transport, enrolled by
+	// certificate, its key and certificate in files for the SDK.
+	certFiles := map[string][2]string{}
+	for _, id := range []string{"sdk-x509-mqtt", "sdk-x509-http"} {
+		leaf := testutil.NewCert(t, id, nil, testutil.CertOptions{})
+		if err := st.CreateEnrollment(ctx, x509Enrollment(id, leaf)); err != nil {
+			t.Fatal(err)
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(leaf.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certFile, keyFile := filepath.Join(t.TempDir(), id+".pem"), filepath.Join(t.TempDir(), id+".key")
+		if err := os.WriteFile(certFile, []byte(leaf.PEM()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		certFiles[id] = [2]string{certFile, keyFile}
+	}
+
 	baseEnv := func(transport, regID string) map[string]string {
 		p := mqttsPort
 		if transport == "http" {
@@ -202,6 +226,8 @@ func TestAzureSDKRegistration(t *testing.T) {
 			wantPayload: `{"firmware":"2.1"}`, wantKey: dpsKey1, wantDesired: "5"},
 		{name: "group mqtt", transport: "mqtt", regID: "sdk-unit-1", groupKey: dpsKey1, group: "sdk-line"},
 		{name: "group http", transport: "http", regID: "sdk-unit-2", groupKey: dpsKey1, group: "sdk-line"},
+		{name: "x509 mqtt", transport: "mqtt", regID: "sdk-x509-mqtt", wantDesired: "7"},
+		{name: "x509 http", transport: "http", regID: "sdk-x509-http", wantDesired: "7"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -215,6 +241,9 @@ func TestAzureSDKRegistration(t *testing.T) {
 			}
 			if tc.payload != "" {
 				env["ZT_PAYLOAD"] = tc.payload
+			}
+			if f, ok := certFiles[tc.regID]; ok {
+				env["ZT_CERT_FILE"], env["ZT_KEY_FILE"] = f[0], f[1]
 			}
 			// From the cloud side, once the device is ready: a desired
 			// property, then a direct method through the management API.
@@ -274,9 +303,13 @@ func TestAzureSDKRegistration(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			cred, _, err := st.FindActiveCredential(ctx, registry.CredentialSymmetricKey, tc.regID)
-			if err != nil || cred.DeviceID != dev.ID || cred.Type != registry.CredentialSymmetricKey ||
-				cred.SymmetricKey == nil || cred.SymmetricKey.PrimaryKey != wantKey {
+			if _, ok := certFiles[tc.regID]; ok {
+				creds, err := st.ListCredentials(ctx, registry.DefaultOrgID, dev.ID)
+				if err != nil || len(creds) != 1 || creds[0].Type != registry.CredentialX509 || creds[0].Status != registry.CredentialActive {
+					t.Fatalf("hub credentials = %+v, %v; want one active X509_CERTIFICATE", creds, err)
+				}
+			} else if cred, _, err := st.FindActiveCredential(ctx, registry.CredentialSymmetricKey, tc.regID); err != nil || cred.DeviceID != dev.ID ||
+				cred.Type != registry.CredentialSymmetricKey || cred.SymmetricKey == nil || cred.SymmetricKey.PrimaryKey != wantKey {
 				t.Fatalf("hub credential = %+v, %v; want SYMMETRIC_KEY with the device key", cred, err)
 			}
 			if tc.group != "" {
