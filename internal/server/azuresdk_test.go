@@ -399,8 +399,13 @@ func TestAzureSDKRegistration(t *testing.T) {
 // apiQuiet calls the management API and returns the status and body,
 // without failing the test: for goroutines other than the test's.
 func (n *node) apiQuiet(method, path, body string) (int, string) {
+	return n.apiAs(testAdminKey, method, path, body)
+}
+
+// apiAs calls the management API with key.
+func (n *node) apiAs(key, method, path, body string) (int, string) {
 	req, _ := http.NewRequest(method, n.baseURL+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/zerotouch/zerotouch/internal/attest"
 	"github.com/zerotouch/zerotouch/internal/config"
 	"github.com/zerotouch/zerotouch/internal/registry"
+	"github.com/zerotouch/zerotouch/internal/testutil"
 )
 
 // Azure DPS end to end, with a client written from DPS's protocol
@@ -474,40 +475,84 @@ func TestDPSHTTPS(t *testing.T) {
 	}
 }
 
-// TestDPSFactoryScenario: the factory enrolls a unit disabled; its first
-// boot is refused; the machine maker enables it with tags and desired
-// properties; the next boot registers and the twin is there.
+// TestDPSFactoryScenario is the factory seed, end to end: the component
+// maker enrolls a unit disabled with its leaf certificate; its first boot
+// is refused; the machine maker (an oem key) enables it with tags and
+// desired properties; the next boot registers, and the device, on its
+// hub with the same certificate, reads its twin and sends a message every
+// few seconds.
 func TestDPSFactoryScenario(t *testing.T) {
 	n := startNode(t, "")
 	ctx := t.Context()
 	scope := n.idScope(t)
-	st := n.srv.Store()
-	e := enrollment("press-0042", registry.EnrollmentDisabled, registry.EnrollmentReprovisionMigrate)
-	e.InitialTwin = registry.InitialTwin{}
-	if err := st.CreateEnrollment(ctx, e); err != nil {
-		t.Fatal(err)
+	leaf := testutil.NewCert(t, "press-0042", nil, testutil.CertOptions{})
+	if code := n.api("POST", "/api/enrollments", map[string]any{"registrationId": "press-0042", "status": "disabled",
+		"attestation": map[string]any{"type": "x509", "x509": map[string]any{"certificatePem": leaf.PEM()}}}, nil); code != 201 {
+		t.Fatalf("factory enrollment: HTTP %d", code)
 	}
-	s := n.dpsConnect(t, n.srv.MQTTSAddr().String(), n.tlsConfig(t), dpsUsername(scope, "press-0042"), dpsToken(t, scope, "press-0042", dpsKey1, time.Hour), "press-0042")
-	if a := s.register("press-0042", ""); a.str("status") != "disabled" {
-		t.Fatalf("first boot while disabled = %d %s", a.Status, a.Raw)
+
+	s := n.dpsConnect(t, n.srv.MQTTSAddr().String(), n.x509TLS(t, leaf), dpsUsername(scope, "press-0042"), "", "press-0042")
+	if a := s.register("press-0042", ""); a.Status != 200 || a.str("status") != "disabled" {
+		t.Fatalf("first boot while disabled = %d %s, want status disabled", a.Status, a.Raw)
 	}
-	e, _ = st.GetEnrollment(ctx, registry.DefaultOrgID, "press-0042")
-	e.Status = registry.EnrollmentEnabled
-	e.InitialTwin = registry.InitialTwin{Tags: json.RawMessage(`{"customer":"ACME","chassis":"P-42"}`),
-		DesiredProperties: json.RawMessage(`{"telemetryInterval":5}`)}
-	if err := st.UpdateEnrollment(ctx, e); err != nil {
-		t.Fatal(err)
+	if _, err := n.srv.Store().GetDeviceByName(ctx, registry.DefaultOrgID, "press-0042"); err == nil {
+		t.Fatal("the refused boot created a device")
 	}
-	a := n.registerMQTT(t, scope, "press-0042", dpsKey1)
-	dev, err := st.GetDeviceByName(ctx, registry.DefaultOrgID, a.str("registrationState", "deviceId"))
+
+	var oem struct {
+		Key string `json:"key"`
+	}
+	if code := n.api("POST", "/api/apikeys", map[string]any{"name": "machine maker", "role": "oem"}, &oem); code != 201 || oem.Key == "" {
+		t.Fatalf("oem key: HTTP %d", code)
+	}
+	code, body := n.apiAs(oem.Key, "POST", "/api/enrollments/press-0042/enable",
+		`{"initialTwin":{"tags":{"customer":"ACME","chassis":"P-42"},"desiredProperties":{"telemetryInterval":5}}}`)
+	if code != 200 {
+		t.Fatalf("activation by the machine maker: %d %s", code, body)
+	}
+
+	a := n.registerX509MQTT(t, scope, "press-0042", leaf)
+	hubName, deviceID := a.str("registrationState", "assignedHub"), a.str("registrationState", "deviceId")
+	dev, err := n.srv.Store().GetDeviceByName(ctx, registry.DefaultOrgID, deviceID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := n.attributes(t, dev.ID, "server"); got["customer"] != `"ACME"` || got["chassis"] != `"P-42"` {
 		t.Fatalf("tags = %v", got)
 	}
-	if got := n.attributes(t, dev.ID, "shared"); got["telemetryInterval"] != "5" {
-		t.Fatalf("desired = %v", got)
+
+	// On its hub, with the same certificate and the hub's user name.
+	o := mqtt.NewClientOptions().AddBroker("ssl://" + n.srv.MQTTSAddr().String()).SetTLSConfig(n.x509TLS(t, leaf)).
+		SetClientID(deviceID).SetUsername(hubName + "/" + deviceID + "/?api-version=2021-04-12").
+		SetCleanSession(false).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetProtocolVersion(4)
+	c := mqtt.NewClient(o)
+	if tk := c.Connect(); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
+		t.Fatalf("hub CONNECT: %v", tk.Error())
+	}
+	defer c.Disconnect(0)
+	twins := make(chan mqtt.Message, 1)
+	if tk := c.Subscribe("$iothub/twin/res/#", 0, func(_ mqtt.Client, m mqtt.Message) { twins <- m }); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
+		t.Fatal(tk.Error())
+	}
+	c.Publish("$iothub/twin/GET/?$rid=1", 0, false, " ")
+	select {
+	case m := <-twins:
+		var twin struct {
+			Desired map[string]json.RawMessage `json:"desired"`
+		}
+		if json.Unmarshal(m.Payload(), &twin) != nil || string(twin.Desired["telemetryInterval"]) != "5" {
+			t.Fatalf("the device's twin = %s", m.Payload())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no twin answer")
+	}
+	for i := 1; i <= 3; i++ {
+		if tk := c.Publish("devices/"+deviceID+"/messages/events/", 1, false, fmt.Sprintf(`{"strokes":%d}`, i)); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
+			t.Fatalf("message %d: %v", i, tk.Error())
+		}
+	}
+	if got := compact(n.latest(dev.ID)["strokes"].Value); got != "3" {
+		t.Fatalf("latest strokes = %s, want 3", got)
 	}
 }
 
