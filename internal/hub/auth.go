@@ -3,7 +3,6 @@ package hub
 import (
 	"cmp"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"strconv"
@@ -43,7 +42,7 @@ func (h *Hub) connect(cl *mqtt.Client, pk packets.Packet) packets.Code {
 		Listener:        cl.Net.Listener,
 		ProtocolVersion: cl.Properties.ProtocolVersion,
 	}
-	_, sess.TLS = cl.Net.Conn.(*tls.Conn)
+	_, sess.TLS = tlsOf(cl.Net.Conn)
 	username := string(pk.Connect.Username)
 	if r := h.route(username); r != nil {
 		if r.WithPassword {

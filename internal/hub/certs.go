@@ -3,7 +3,6 @@ package hub
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -57,11 +56,11 @@ type auth struct {
 // peerChain is the client certificate chain of a TLS connection, leaf
 // first; nil when the client sent none.
 func peerChain(cl *mqtt.Client) []*x509.Certificate {
-	tc, ok := cl.Net.Conn.(*tls.Conn)
+	st, ok := tlsOf(cl.Net.Conn)
 	if !ok {
 		return nil
 	}
-	if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+	if certs := st.PeerCertificates; len(certs) > 0 {
 		return certs
 	}
 	return nil

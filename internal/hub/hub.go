@@ -650,25 +650,34 @@ func (h *Hub) accept(l *listener) {
 			}
 		}
 		backoff = 0
-		switch reason, open := h.conns.add(c); {
-		case !open:
-			c.Close()
+		if !h.serve(l.name, c) {
 			return
-		case reason != "":
-			c.Close()
-			h.countRefusal(reason, c.RemoteAddr().String())
-			continue
 		}
-		// The CONNECT exchange runs on a goroutine of its own; the session
-		// is then read on another, shallow one, so that an idle session
-		// keeps a small stack (see third_party/mochi-mqtt-server).
-		go h.srv.ServeConnection(l.name, c, func(err error) {
-			defer h.conns.done(c)
-			if err != nil {
-				h.log.Debug("connection ended", "listener", l.name, "remote", c.RemoteAddr().String(), "error", err)
-			}
-		})
 	}
+}
+
+// serve hands an accepted connection to mochi, under the pending caps. It
+// returns false once the hub is closing.
+func (h *Hub) serve(listener string, c net.Conn) bool {
+	switch reason, open := h.conns.add(c); {
+	case !open:
+		c.Close()
+		return false
+	case reason != "":
+		c.Close()
+		h.countRefusal(reason, c.RemoteAddr().String())
+		return true
+	}
+	// The CONNECT exchange runs on a goroutine of its own; the session
+	// is then read on another, shallow one, so that an idle session
+	// keeps a small stack (see third_party/mochi-mqtt-server).
+	go h.srv.ServeConnection(listener, c, func(err error) {
+		defer h.conns.done(c)
+		if err != nil {
+			h.log.Debug("connection ended", "listener", listener, "remote", c.RemoteAddr().String(), "error", err)
+		}
+	})
+	return true
 }
 
 // add tracks c as pending (no CONNECT yet). open is false when the hub is

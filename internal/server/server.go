@@ -274,7 +274,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	}
 	if len(httpLns) > 0 {
 		s.http = &http.Server{
-			Handler:           withDPS(mux, dps),
+			Handler:           withDevicePaths(mux, dps, s.hub),
 			ReadHeaderTimeout: 10 * time.Second,
 			// Bodies are small (a provisioning request, a JSON record); a
 			// client that trickles one must not hold the connection. The
@@ -295,16 +295,30 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 }
 
 // registerDeviceMetrics exposes ingestion and connection figures.
-// withDPS serves the DPS HTTPS device API (over TLS only: its requests
-// carry bearer tokens) in front of mux, whose patterns cannot express
-// "/{idScope}/registrations/…" beside "/api/".
-func withDPS(mux *http.ServeMux, dps *azuredps.Handler) http.Handler {
+// WebSocket paths of MQTT: the Azure IoT SDKs' (for DPS and IoT Hub, over
+// TLS) and the usual one of MQTT clients.
+const (
+	iotHubWebSocketPath = "/$iothub/websocket"
+	mqttWebSocketPath   = "/mqtt"
+)
+
+// withDevicePaths serves, in front of mux (whose patterns cannot express
+// "/{idScope}/registrations/…" beside "/api/"), the DPS HTTPS device API
+// and MQTT over WebSocket. Both over TLS only where tokens travel: DPS,
+// and the Azure SDKs' WebSocket path; /mqtt on either listener.
+func withDevicePaths(mux *http.ServeMux, dps *azuredps.Handler, h *hub.Hub) http.Handler {
+	ws, wss := h.WebSocketHandler("ws"), h.WebSocketHandler("wss")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS != nil && azuredps.IsPath(r.URL.Path) {
+		switch {
+		case r.TLS != nil && azuredps.IsPath(r.URL.Path):
 			dps.ServeHTTP(w, r)
-			return
+		case r.TLS != nil && (r.URL.Path == iotHubWebSocketPath || r.URL.Path == mqttWebSocketPath):
+			wss.ServeHTTP(w, r)
+		case r.URL.Path == mqttWebSocketPath:
+			ws.ServeHTTP(w, r)
+		default:
+			mux.ServeHTTP(w, r)
 		}
-		mux.ServeHTTP(w, r)
 	})
 }
 
