@@ -49,12 +49,19 @@ type process struct {
 
 func startProcess(t *testing.T, dataDir string) *process {
 	t.Helper()
+	return startProcessWith(t, dataDir, "off")
+}
+
+// startProcessWith starts the server with its MQTTS listener on
+// mqttsAddr ("off" for none).
+func startProcessWith(t *testing.T, dataDir, mqttsAddr string) *process {
+	t.Helper()
 	bin, err := buildOnce()
 	if err != nil {
 		t.Fatal(err)
 	}
 	httpAddr, mqttAddr := freePort(t), freePort(t)
-	cmd := exec.Command(bin, "serve", "--data", dataDir, "--http", httpAddr, "--mqtt", mqttAddr, "--https", "off", "--mqtts", "off")
+	cmd := exec.Command(bin, "serve", "--data", dataDir, "--http", httpAddr, "--mqtt", mqttAddr, "--https", "off", "--mqtts", mqttsAddr)
 	cmd.Env = append(os.Environ(), "ZEROTOUCH_ADMIN_KEY="+testAdminKey)
 	p := &process{cmd: cmd, stderr: &bytes.Buffer{}, node: &node{t: t, baseURL: "http://" + httpAddr, mqtt: mqttAddr}}
 	cmd.Stderr = p.stderr

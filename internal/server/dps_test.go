@@ -35,6 +35,7 @@ const (
 // dpsAnswer is any DPS answer, loosely typed.
 type dpsAnswer struct {
 	Status     int // the MQTT topic's or HTTP status
+	RID        string
 	RetryAfter string
 	Body       map[string]any
 	Raw        string
@@ -58,6 +59,21 @@ func (a dpsAnswer) str(path ...string) string {
 		b, _ := json.Marshal(x)
 		return string(b)
 	}
+}
+
+// parseDPSAnswer reads an answer's status, $rid and retry-after from its
+// topic ("$dps/registrations/res/<status>/?$rid=…") and its JSON body;
+// what does not parse is left zero.
+func parseDPSAnswer(m mqtt.Message) dpsAnswer {
+	a := dpsAnswer{Raw: string(m.Payload())}
+	rest, _ := strings.CutPrefix(m.Topic(), "$dps/registrations/res/")
+	status, query, _ := strings.Cut(rest, "/?")
+	fmt.Sscan(status, &a.Status)
+	if q, err := url.ParseQuery(query); err == nil {
+		a.RID, a.RetryAfter = q.Get("$rid"), q.Get("retry-after")
+	}
+	json.Unmarshal(m.Payload(), &a.Body)
+	return a
 }
 
 // dpsSession is one MQTTS registration session.
@@ -123,19 +139,12 @@ func (s *dpsSession) request(topicBase, extra, body string) dpsAnswer {
 	}
 	select {
 	case m := <-s.msgs:
-		rest, ok := strings.CutPrefix(m.Topic(), "$dps/registrations/res/")
-		status, query, ok2 := strings.Cut(rest, "/?")
-		if !ok || !ok2 {
-			s.t.Fatalf("answer on unexpected topic %q", m.Topic())
-		}
-		q, err := url.ParseQuery(query)
-		if err != nil || q.Get("$rid") != rid {
+		a := parseDPSAnswer(m)
+		if a.RID != rid {
 			s.t.Fatalf("answer topic %q does not echo $rid=%s", m.Topic(), rid)
 		}
-		a := dpsAnswer{RetryAfter: q.Get("retry-after"), Raw: string(m.Payload())}
-		fmt.Sscan(status, &a.Status)
-		if err := json.Unmarshal(m.Payload(), &a.Body); err != nil {
-			s.t.Fatalf("answer %q is not JSON: %v", m.Payload(), err)
+		if a.Body == nil {
+			s.t.Fatalf("answer %q on %q is not a JSON object", m.Payload(), m.Topic())
 		}
 		return a
 	case <-time.After(10 * time.Second):
