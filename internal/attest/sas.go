@@ -310,8 +310,9 @@ func Sign(resource, keyName, key string, expiry time.Time) (string, error) {
 	return tok, nil
 }
 
-// SASVerifier verifies DPS registration tokens. The zero value uses the
-// system clock and DefaultClockSkew.
+// SASVerifier verifies shared access signatures: DPS registration tokens
+// (Verify) and IoT Hub device tokens (VerifyDevice). The zero value uses
+// the system clock and DefaultClockSkew.
 type SASVerifier struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time

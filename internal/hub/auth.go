@@ -81,6 +81,9 @@ func (h *Hub) connect(cl *mqtt.Client, pk packets.Packet) packets.Code {
 		switch {
 		case chain != nil:
 			a, err = h.findByCertificate(ctx, chain, host)
+		case isIoT && hasSAS(pk) && !sess.TLS:
+			// A token in the clear is anyone's until it expires.
+			a = auth{refusal: resultUnknownCredentials, detail: "a shared access signature is accepted over TLS only (MQTTS, or WebSocket over HTTPS)"}
 		case isIoT && hasSAS(pk):
 			a, err = h.findBySAS(ctx, pk, iot)
 		default:

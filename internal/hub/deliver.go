@@ -19,9 +19,9 @@ var (
 	errInflightFull  = errors.New("the session has too many unacknowledged messages")
 )
 
-// DeliverToDevice publishes a message on topic (below DeviceTopicPrefix)
-// to every live session of the device that subscribed to it, and returns
-// how many took it. Nothing is queued for a device that is offline: the
+// DeliverToDevice publishes a message on topic (of either device topic
+// scheme, ThingsBoard's or IoT Hub's) to every live session of the device
+// that subscribed to it, and returns how many took it. Nothing is queued for a device that is offline: the
 // caller decides what an undelivered message means.
 func (h *Hub) DeliverToDevice(deviceID, topic string, payload []byte) int {
 	h.sessions.mu.Lock()

@@ -86,7 +86,8 @@ func (k *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 }
 
 // allowed is the ACL. A provisioning session may publish only to its
-// request topic and subscribe only to its response topic, exactly; a
+// request topic (or below its request prefix) and subscribe only to its
+// response topic (or filter), exactly; a
 // ThingsBoard device session may publish and subscribe only below
 // DeviceTopicPrefix (wildcards allowed there), an IoT Hub device session
 // only its own IoT Hub topics (allowedIoTHub). Those device topics are per session: nothing

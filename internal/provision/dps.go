@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/zerotouch/zerotouch/internal/allocate"
 	"github.com/zerotouch/zerotouch/internal/attest"
+	"github.com/zerotouch/zerotouch/internal/pki"
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/secret"
 )
@@ -82,6 +84,8 @@ type TwinStore interface {
 	// ResetTwin replaces the device's tags and desired properties with an
 	// initial twin's, durably and idempotently.
 	ResetTwin(ctx context.Context, deviceID string, tags, desired json.RawMessage) error
+	// Forget deletes everything kept for the device.
+	Forget(ctx context.Context, deviceID string) error
 }
 
 // DPSOptions are what device registrations need beyond the store.
@@ -190,7 +194,7 @@ func (s *Service) Registration(ctx context.Context, idScope, registrationID, ope
 		return nil, refuse(ReasonNotEnrolled, "no operation %q for registration %q", clipID(operationID), clipID(registrationID))
 	case err != nil:
 		return nil, s.failure(ctx, err, "", DPSDialect, "")
-	case r.OperationID != operationID:
+	case subtle.ConstantTimeCompare([]byte(r.OperationID), []byte(operationID)) != 1:
 		return nil, refuse(ReasonNotEnrolled, "no operation %q for registration %q", clipID(operationID), clipID(registrationID))
 	}
 	return r, nil
@@ -377,9 +381,7 @@ func (s *Service) assign(ctx context.Context, req RegistrationRequest, a *admiss
 	resetTwin, allocateHub := true, true
 	var dev *registry.Device
 	if prev == nil {
-		if other, err := s.store.GetDeviceByName(ctx, a.orgID, a.hubDeviceID); err == nil {
-			return nil, refuse(ReasonAlreadyProvisioned, "device id %q is taken by device %s", a.hubDeviceID, other.ID)
-		} else if !errors.Is(err, registry.ErrNotFound) {
+		if err := s.checkHubDeviceID(ctx, a, a.hubDeviceID, ""); err != nil {
 			return nil, err
 		}
 		p, err := s.dpsProfile(ctx, a.orgID)
@@ -408,6 +410,12 @@ func (s *Service) assign(ctx context.Context, req RegistrationRequest, a *admiss
 		default:
 			reg.Substatus = registry.SubstatusDeviceDataReset
 		}
+		if reg.HubDeviceID != dev.Name {
+			// The enrollment's device id changed: the new one must be free.
+			if err := s.checkHubDeviceID(ctx, a, reg.HubDeviceID, dev.ID); err != nil {
+				return nil, err
+			}
+		}
 		dev.Name = reg.HubDeviceID
 	}
 	var webhookNote string
@@ -430,10 +438,16 @@ func (s *Service) assign(ctx context.Context, req RegistrationRequest, a *admiss
 	}
 	dev.ProvisionedAt = &now
 	c.Device = dev
-	if a.keys != nil {
+	switch {
+	case prev != nil && s.keepsCredential(ctx, a, dev.ID, reg.HubDeviceID):
+		// The same key or certificate as before: no new row, nothing
+		// revoked, so that devices registering at every boot do not pile
+		// up credentials.
+		c.RevokeActive = false
+	case a.keys != nil:
 		c.Credentials = []registry.Credential{{Type: registry.CredentialSymmetricKey,
 			LookupKey: registry.HubDeviceLookupKey(reg.HubDeviceID), SymmetricKey: a.keys}}
-	} else if a.cert != nil {
+	case a.cert != nil:
 		cred, err := x509Credential(a.cert, now)
 		if err != nil {
 			return nil, err
@@ -460,9 +474,54 @@ func (s *Service) assign(ctx context.Context, req RegistrationRequest, a *admiss
 		}
 	}
 	if err := s.store.CommitProvision(ctx, c); err != nil {
+		if c.Create && resetTwin && s.dps.Twins != nil {
+			// No device came of it: its twin goes (a retry writes it anew).
+			if ferr := s.dps.Twins.Forget(context.WithoutCancel(ctx), dev.ID); ferr != nil {
+				s.log.WarnContext(ctx, "the twin of a registration that failed was not deleted", "device", dev.ID, "error", ferr)
+			}
+		}
 		return nil, err
 	}
 	return &RegistrationResult{Registration: *c.Registration, Device: *c.Device}, nil
+}
+
+// checkHubDeviceID refuses a hub device id that another device of the
+// organisation already has (as its name, or its hub credential's id).
+// self is the device taking it, empty for a new one. Checked before any
+// write, so that a refusal leaves the twin alone.
+func (s *Service) checkHubDeviceID(ctx context.Context, a *admission, id, self string) error {
+	other, err := s.store.GetDeviceByName(ctx, a.orgID, id)
+	switch {
+	case err == nil && other.ID != self:
+		return refuse(ReasonAlreadyProvisioned, "device id %q is taken by device %s", id, other.ID)
+	case err != nil && !errors.Is(err, registry.ErrNotFound):
+		return err
+	}
+	if a.keys == nil {
+		return nil
+	}
+	_, holder, err := s.store.FindActiveCredential(ctx, registry.CredentialSymmetricKey, registry.HubDeviceLookupKey(id))
+	switch {
+	case err == nil && holder.ID != self:
+		return refuse(ReasonCredentialsTaken, "device id %q is the hub identity of another device", id)
+	case err != nil && !errors.Is(err, registry.ErrNotFound):
+		return err
+	}
+	return nil
+}
+
+// keepsCredential reports whether the device's active hub credential is
+// already the one this registration would issue.
+func (s *Service) keepsCredential(ctx context.Context, a *admission, deviceID, hubDeviceID string) bool {
+	switch {
+	case a.keys != nil:
+		cred, holder, err := s.store.FindActiveCredential(ctx, registry.CredentialSymmetricKey, registry.HubDeviceLookupKey(hubDeviceID))
+		return err == nil && holder.ID == deviceID && cred.SymmetricKey != nil && *cred.SymmetricKey == *a.keys
+	case a.cert != nil:
+		_, holder, err := s.store.FindActiveCredential(ctx, registry.CredentialX509, pki.Fingerprint(a.cert.Raw))
+		return err == nil && holder.ID == deviceID
+	}
+	return false
 }
 
 // allocate picks the device's hub under the enrollment's policy.
@@ -517,9 +576,7 @@ func attemptsNote(attempts []allocate.Attempt) string {
 // it on first use. Its strategy is disabled: the profile's own
 // provisioning (ThingsBoard's) admits nobody, enrollments do.
 func (s *Service) dpsProfile(ctx context.Context, orgID string) (*registry.Profile, error) {
-	if p, ok := s.dpsProfiles.Load(orgID); ok {
-		return p.(*registry.Profile), nil
-	}
+	// Not cached: an operator may delete it once its devices are gone.
 	key := "azure-dps/" + orgID
 	p, err := s.store.GetProfileByProvisionKey(ctx, key)
 	if errors.Is(err, registry.ErrNotFound) {
@@ -536,7 +593,6 @@ func (s *Service) dpsProfile(ctx context.Context, orgID string) (*registry.Profi
 	if err != nil {
 		return nil, fmt.Errorf("the azure-dps profile: %w", err)
 	}
-	s.dpsProfiles.Store(orgID, p)
 	return p, nil
 }
 

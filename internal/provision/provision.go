@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -84,8 +83,7 @@ type Service struct {
 	audits    auditSuppressor
 	chains    chainCache // for TrustedCAs
 
-	dps         DPSOptions
-	dpsProfiles sync.Map // orgID → *registry.Profile
+	dps DPSOptions
 }
 
 // New returns a Service.

@@ -268,15 +268,9 @@ func TestDPSSymmetricKeyMQTT(t *testing.T) {
 	if devs, _, _ := st.ListDevices(ctx, registry.DefaultOrgID, registry.DeviceFilter{}); len(devs) != 1 {
 		t.Fatalf("%d devices after two registrations, want 1", len(devs))
 	}
-	creds, _ := st.ListCredentials(ctx, registry.DefaultOrgID, dev.ID)
-	active := 0
-	for _, c := range creds {
-		if c.Status == registry.CredentialActive {
-			active++
-		}
-	}
-	if active != 1 {
-		t.Fatalf("%d active credentials after re-registration, want 1", active)
+	// The same key as before: the credential is kept, none piles up.
+	if creds, _ := st.ListCredentials(ctx, registry.DefaultOrgID, dev.ID); len(creds) != 1 || creds[0].Status != registry.CredentialActive {
+		t.Fatalf("credentials after re-registration with the same key = %+v, want the one active", creds)
 	}
 
 	// reprovision-and-reset restores the initial twin.
@@ -653,4 +647,56 @@ func TestDPSCustomAllocation(t *testing.T) {
 	if len(notes) != 2 {
 		t.Fatalf("audit events mentioning the webhook: %v, want the refusal and the success", notes)
 	}
+}
+
+// TestDPSRegistrationConflicts: a re-registration whose new device id is
+// another device's is refused (409) before anything is written — the
+// device's twin stays as it was; and the azure-dps profile, deleted by an
+// operator once its devices are gone, comes back with the next device.
+func TestDPSRegistrationConflicts(t *testing.T) {
+	n := startNode(t, "")
+	ctx := t.Context()
+	scope := n.idScope(t)
+	st := n.srv.Store()
+	for _, id := range []string{"unit-a", "unit-b"} {
+		if err := st.CreateEnrollment(ctx, enrollment(id, registry.EnrollmentEnabled, registry.EnrollmentReprovisionReset)); err != nil {
+			t.Fatal(err)
+		}
+		n.registerMQTT(t, scope, id, dpsKey1)
+	}
+	a, _ := st.GetDeviceByName(ctx, registry.DefaultOrgID, "unit-a")
+	if code := n.api("PUT", "/api/devices/"+a.ID+"/attributes/shared", map[string]any{"setpoint": 21}, nil); code != 200 {
+		t.Fatalf("set desired: %d", code)
+	}
+	e, _ := st.GetEnrollment(ctx, registry.DefaultOrgID, "unit-a")
+	e.DeviceID = "unit-b"
+	if err := st.UpdateEnrollment(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	s := n.dpsConnect(t, n.srv.MQTTSAddr().String(), n.tlsConfig(t), dpsUsername(scope, "unit-a"), dpsToken(t, scope, "unit-a", dpsKey1, time.Hour), "unit-a")
+	if r := s.register("unit-a", ""); r.Status != 409 || r.str("errorCode") != "409000" {
+		t.Fatalf("re-registration onto a taken device id = %d %s, want 409", r.Status, r.Raw)
+	}
+	if got := n.attributes(t, a.ID, "shared"); got["setpoint"] != "21" {
+		t.Fatalf("a refused re-registration reset the twin: %v", got)
+	}
+
+	// The operator clears everything, profile included.
+	for _, id := range []string{"unit-a", "unit-b"} {
+		d, _ := st.GetDeviceByName(ctx, registry.DefaultOrgID, id)
+		if err := st.DeleteDevice(ctx, registry.DefaultOrgID, d.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := st.GetDevice(ctx, registry.DefaultOrgID, a.ID)
+	if err == nil {
+		t.Fatalf("device %v still there", p)
+	}
+	if err := st.DeleteProfile(ctx, registry.DefaultOrgID, a.ProfileID); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateEnrollment(ctx, enrollment("unit-c", registry.EnrollmentEnabled, registry.EnrollmentReprovisionReset)); err != nil {
+		t.Fatal(err)
+	}
+	n.registerMQTT(t, scope, "unit-c", dpsKey1)
 }

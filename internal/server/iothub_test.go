@@ -27,9 +27,9 @@ func (n *node) iotHubConnect(t *testing.T, hubName, deviceID, clientID, key stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := mqtt.NewClientOptions().AddBroker("ssl://"+n.srv.MQTTSAddr().String()).SetTLSConfig(n.tlsConfig(t)).
-		SetClientID(clientID).SetUsername(hubName+"/"+deviceID+"/?api-version=2021-04-12&DeviceClientType=zerotouch-test").
-		SetPassword(tok).SetCleanSession(false).SetAutoReconnect(false).SetConnectTimeout(5*time.Second).SetProtocolVersion(4)
+	o := mqtt.NewClientOptions().AddBroker("ssl://" + n.srv.MQTTSAddr().String()).SetTLSConfig(n.tlsConfig(t)).
+		SetClientID(clientID).SetUsername(hubName + "/" + deviceID + "/?api-version=2021-04-12&DeviceClientType=zerotouch-test").
+		SetPassword(tok).SetCleanSession(false).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetProtocolVersion(4)
 	c := mqtt.NewClient(o)
 	if tk := c.Connect(); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
 		return nil, fmt.Errorf("connect: %v", tk.Error())
@@ -60,6 +60,11 @@ func TestIoTHubDeviceProtocol(t *testing.T) {
 	}
 	if _, err := n.iotHubConnect(t, hubName, deviceID, "other-client", dpsKey1); err == nil {
 		t.Fatal("connected with a client id other than the device id")
+	}
+	// A token in the clear is refused: whoever sees it could replay it.
+	tok, _ := attest.Sign(attest.URLEncode(attest.DeviceResource(hubName, deviceID)), "", dpsKey1, time.Now().Add(time.Hour))
+	if _, err := n.connectDevice(deviceID, hubName+"/"+deviceID+"/?api-version=2021-04-12", tok); err == nil {
+		t.Fatal("a SAS token was accepted over plain MQTT")
 	}
 
 	c, err := n.iotHubConnect(t, hubName, deviceID, deviceID, dpsKey2) // secondary key
@@ -128,6 +133,11 @@ func TestIoTHubDeviceProtocol(t *testing.T) {
 	}
 	if got := n.attributes(t, dev.ID, "client"); got["firmware"] != `"1.2.3"` || got["battery"] != "87" {
 		t.Fatalf("client attributes = %v", got)
+	}
+	// A bad patch is answered (the SDKs wait for every twin answer).
+	c.Publish("$iothub/twin/PATCH/properties/reported/?$rid=3", 0, false, `[1,2,3]`)
+	if m := nextMsg("$iothub/twin/res/"); m.Topic() != "$iothub/twin/res/400/?$rid=3" || !strings.Contains(string(m.Payload()), `"errorCode":400004`) {
+		t.Fatalf("bad reported patch answered %q on %q", m.Payload(), m.Topic())
 	}
 
 	// A desired property set by the operator is pushed.

@@ -68,8 +68,6 @@ type nodePKI struct {
 	done      sync.WaitGroup
 }
 
-// openPKI opens (on first start: creates) the built-in CA, and prepares
-// the server certificate and the CRL.
 // openCA opens the built-in CA, creating it on first start.
 func openCA(ctx context.Context, cfg config.Config, log *slog.Logger) (*pki.CA, error) {
 	alg, err := pki.ParseKeyAlgorithm(cfg.CAKeyAlgorithm)

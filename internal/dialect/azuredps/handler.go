@@ -148,8 +148,23 @@ func (h *Handler) refused(req provision.RegistrationRequest, err error) answer {
 	if errors.As(err, &pe) {
 		msg = pe.Msg
 	}
-	f := RefusalOf(provision.ReasonOf(err))
+	reason := provision.ReasonOf(err)
+	if public, ok := publicMessages[reason]; ok {
+		// The detail stays in the audit trail.
+		msg = public
+	}
+	f := RefusalOf(reason)
 	return answer{status: f.Status, retryAfter: f.RetryAfter, body: f.Body(strings.ToLower(req.RegistrationID), msg, h.trackingID(), h.now())}
+}
+
+// publicMessages replace the pipeline's messages where they would tell a
+// device that proved nothing which ID scopes and registration ids exist,
+// or tell it about the allocation webhook's internals.
+var publicMessages = map[provision.Reason]string{
+	provision.ReasonNotEnrolled:           "Unauthorized: no enrollment accepts this registration's evidence",
+	provision.ReasonBadKeyOrSecret:        "Unauthorized: no enrollment accepts this registration's evidence",
+	provision.ReasonAllocationFailed:      "the device could not be assigned to an IoT hub; its operator can see why in the audit log",
+	provision.ReasonAllocationUnavailable: "hub allocation is unavailable at the moment; retry later",
 }
 
 // IsPath reports whether path is one of the HTTPS device API's:

@@ -51,6 +51,8 @@ func TestParseRequestTopic(t *testing.T) {
 		{"$dps/registrations/PUT/iotdps-register/?$rid=" + strings.Repeat("x", 200), RequestTopic{}, false},
 		{"$dps/registrations/DELETE/x/?$rid=1", RequestTopic{}, false},
 		{"$dps/registrations/PUT/iotdps-register/?$rid=1;x", RequestTopic{}, false},
+		{"$dps/registrations/PUT/iotdps-register/?$rid=%00", RequestTopic{}, false},
+		{"$dps/registrations/PUT/iotdps-register/?$rid=a%20b", RequestTopic{}, false},
 	}
 	for _, tc := range tests {
 		got, err := ParseRequestTopic(tc.in)
@@ -116,6 +118,7 @@ func TestDecodeRegisterRequest(t *testing.T) {
 func FuzzParsers(f *testing.F) {
 	f.Add("0ne00000A0A/registrations/dev-1/api-version=2019-03-31", "$dps/registrations/PUT/iotdps-register/?$rid=1", []byte(`{"registrationId":"dev-1"}`), "/0ne0/registrations/x/register")
 	f.Add("a/registrations/b/?api-version=2021-06-01&x=%ff", "$dps/registrations/GET/iotdps-get-operationstatus/?$rid=2&operationId=4.a", []byte(" "), "/x/registrations/y/operations/z")
+	f.Add("a/registrations/b/api-version=2019-03-31", "$dps/registrations/PUT/iotdps-register/?$rid=%00%2B", []byte("{}"), "/")
 	f.Fuzz(func(t *testing.T, user, topic string, body []byte, path string) {
 		if u, err := ParseUsername(user); err == nil && (u.IDScope == "" || u.RegistrationID == "" || u.APIVersion == "") {
 			t.Fatalf("ParseUsername(%q) = %+v with an empty part", user, u)

@@ -109,7 +109,8 @@ func (h *Handler) HandleMQTT(ctx context.Context, s Session, topic string, paylo
 		}
 		client, shared, err := h.svc.RequestAttributes(ctx, s.DeviceID, nil, nil, true, true)
 		if err != nil {
-			return err
+			h.twinError(s, rid, err)
+			return nil
 		}
 		h.reply(s, twinRes+"200/?$rid="+rid, EncodeTwin(shared, client))
 		return nil
@@ -119,13 +120,12 @@ func (h *Handler) HandleMQTT(ctx context.Context, s Session, topic string, paylo
 			return h.svc.Refused(err)
 		}
 		attrs, err := DecodeReported(payload, h.svc.Now().UnixMilli(), h.svc.Limits().MaxKeys)
-		if err != nil {
-			return h.svc.Refused(err)
+		if err == nil && len(attrs) > 0 {
+			err = h.svc.ReportAttributes(ctx, s.DeviceID, attrs)
 		}
-		if len(attrs) > 0 {
-			if err := h.svc.ReportAttributes(ctx, s.DeviceID, attrs); err != nil {
-				return err
-			}
+		if err != nil {
+			h.twinError(s, rid, h.svc.Refused(err))
+			return nil
 		}
 		h.reply(s, twinRes+"204/?$rid="+rid+"&$version="+strconv.FormatInt(h.svc.Now().UnixMilli(), 10), nil)
 		return nil
@@ -145,6 +145,24 @@ func (h *Handler) HandleMQTT(ctx context.Context, s Session, topic string, paylo
 	}
 	h.log.Debug("device message dropped: topic not served", "device", s.DeviceID, "topic", topic)
 	return nil
+}
+
+// twinError answers a twin request that failed: the SDKs have no timeout
+// on twin requests, so a request left unanswered would hang the device.
+// The body's errorCode is what they turn into an error.
+func (h *Handler) twinError(s Session, rid string, err error) {
+	status, code := 500, 500000
+	switch {
+	case errors.Is(err, device.ErrBadPayload), errors.Is(err, device.ErrTooManyKeys), errors.Is(err, device.ErrInvalid):
+		status, code = 400, 400004
+	case errors.Is(err, device.ErrRateLimited), errors.Is(err, device.ErrOverloaded):
+		status, code = 429, 429001
+	}
+	if status == 500 {
+		h.log.Error("twin request failed", "device", s.DeviceID, "error", err)
+	}
+	body, _ := json.Marshal(map[string]any{"errorCode": code, "message": err.Error()})
+	h.reply(s, twinRes+strconv.Itoa(status)+"/?$rid="+rid, body)
 }
 
 func (h *Handler) reply(s Session, topic string, body []byte) {
@@ -215,10 +233,26 @@ func requestID(topic, prefix string) (string, error) {
 		return "", fmt.Errorf("%w: topic parameters do not parse", device.ErrBadPayload)
 	}
 	rid := q.Get("$rid")
-	if rid == "" || len(rid) > 128 || strings.ContainsAny(rid, "&=/#+") {
+	if !ValidRequestID(rid) {
 		return "", fmt.Errorf("%w: request id ($rid) missing or unusable", device.ErrBadPayload)
 	}
 	return rid, nil
+}
+
+// ValidRequestID reports whether rid can be a request id ($rid): 1 to 128
+// characters among those no encoding changes (letters, digits, - . _ ~),
+// so that echoing it in an answer's topic is always a valid topic name.
+func ValidRequestID(rid string) bool {
+	if rid == "" || len(rid) > 128 {
+		return false
+	}
+	for i := 0; i < len(rid); i++ {
+		c := rid[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~') {
+			return false
+		}
+	}
+	return true
 }
 
 // parseMethodResponse parses "$iothub/methods/res/<status>/?$rid=<id>";
