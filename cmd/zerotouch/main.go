@@ -77,6 +77,7 @@ func newRootCmd() *cobra.Command {
 		newCertCmd(client),
 		newEnrollmentCmd(client),
 		newIDScopeCmd(client),
+		newHubCmd(client),
 		newBenchCmd(client),
 	)
 	return root

@@ -33,6 +33,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zerotouch/zerotouch/internal/allocate"
 	"github.com/zerotouch/zerotouch/internal/device"
 	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
@@ -52,6 +53,10 @@ type Options struct {
 	// Certificates issues and revokes device certificates from the
 	// built-in CA; nil answers those routes 503.
 	Certificates *provision.Certificates
+	// BuiltinHub returns this node's own hub (name, weight, region), which
+	// GET /api/hubs lists first and which cannot be registered, changed
+	// or deleted; nil lists none.
+	BuiltinHub func() allocate.Hub
 }
 
 // New returns the management API handler. Mount it at "/api/" without
@@ -62,6 +67,7 @@ func New(o Options) http.Handler {
 		store:       o.Store,
 		devices:     o.Devices,
 		certs:       o.Certificates,
+		builtin:     o.BuiltinHub,
 		log:         cmp.Or(o.Logger, slog.New(slog.DiscardHandler)),
 		mux:         http.NewServeMux(),
 		importLimit: maxImportBody,
@@ -76,6 +82,7 @@ type server struct {
 	store   registry.Store
 	devices *device.Service         // nil: telemetry is not enabled on this node
 	certs   *provision.Certificates // nil: no built-in CA on this node
+	builtin func() allocate.Hub     // nil: no built-in hub to list
 	log     *slog.Logger
 	mux     *http.ServeMux
 	// importLimit caps a CSV import body (a field so tests can lower it).
@@ -189,6 +196,12 @@ func (s *server) routes() []route {
 		{http.MethodPost, "/api/enrollment-groups/{id}/derive-key", roleOperator, s.deriveDeviceKey},
 		{http.MethodPost, "/api/enrollment-groups/{id}/verification-code", roleOperator, s.generateVerificationCode},
 		{http.MethodPost, "/api/enrollment-groups/{id}/verify", roleOperator, s.verifyGroupCA},
+
+		{http.MethodGet, "/api/hubs", roleViewer, s.listHubs},
+		{http.MethodPost, "/api/hubs", roleOperator, s.createHub},
+		{http.MethodGet, "/api/hubs/{name}", roleViewer, s.getHub},
+		{http.MethodPatch, "/api/hubs/{name}", roleOperator, s.updateHub},
+		{http.MethodDelete, "/api/hubs/{name}", roleOperator, s.deleteHub},
 
 		{http.MethodGet, "/api/audit", roleViewer, s.listAudit},
 

@@ -18,7 +18,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/zerotouch/zerotouch/internal/allocate"
 	"github.com/zerotouch/zerotouch/internal/pki"
+	"github.com/zerotouch/zerotouch/internal/registry"
 )
 
 // Off disables a listener.
@@ -66,6 +68,14 @@ type Config struct {
 	// hub and to sign their tokens. Empty: this host's name and the
 	// MQTTS listener's port.
 	HubName string `yaml:"hub-name"`
+	// HubRegion is the built-in hub's region, for DPS geoLatency
+	// allocation; empty: none.
+	HubRegion string `yaml:"hub-region"`
+	// RegionMapFile holds the rules ("10.1.0.0/16=eu-west", one a line)
+	// that give a registering device its region from its source address;
+	// parsed into Regions by Finish. Empty: no device has a region.
+	RegionMapFile string             `yaml:"region-map"`
+	Regions       allocate.RegionMap `yaml:"-"`
 	// DPSWebhookURL is the custom allocation webhook (Azure DPS's custom
 	// allocation policy); empty: enrollments cannot use that policy.
 	DPSWebhookURL string `yaml:"dps-webhook-url"`
@@ -161,6 +171,8 @@ func Settings() []Setting {
 		{"cert-renewal-grace", "how long a renewed device certificate stays valid if the device never uses its renewal (it is revoked as soon as it does)", func(c *Config) *string { return &c.CertRenewalGraceText }},
 		{"public-url", "URL devices use to reach this server's HTTP(S) listener; certificates then name <public-url>/ca/crl as their CRL", func(c *Config) *string { return &c.PublicURL }},
 		{"hub-name", "host name[:port] devices registered through DPS are told to connect to (default: this host's name and the MQTTS port)", func(c *Config) *string { return &c.HubName }},
+		{"hub-region", "region of the built-in hub for DPS geoLatency allocation (letters, digits, - _ .; default: none)", func(c *Config) *string { return &c.HubRegion }},
+		{"region-map", "file of rules giving a registering device its region for DPS geoLatency allocation from its source address, one \"prefix=region\" a line (e.g. 10.1.0.0/16=eu-west; first match wins; # comments)", func(c *Config) *string { return &c.RegionMapFile }},
 		{"dps-webhook-url", "custom allocation webhook of DPS enrollments with the custom policy (an Azure Function URL works, ?code= included)", func(c *Config) *string { return &c.DPSWebhookURL }},
 		{"mqtt-max-clients", "maximum MQTT sessions, devices and provisioning together (0: no limit; provisioning may use at most half)", func(c *Config) *string { return &c.MQTTMaxClientsText }},
 		{"telemetry-flush", "telemetry batch window: values are committed together this often, and a crash loses at most this much (e.g. 500ms, 2s)", func(c *Config) *string { return &c.TelemetryFlushText }},
@@ -275,6 +287,14 @@ func (c *Config) Finish() (err error) {
 			errs = append(errs, fmt.Errorf("--hub-name %q: want a host name, optionally with :port, e.g. hub.example.com or hub.example.com:8883", c.HubName))
 		}
 	}
+	if err := registry.ValidateHubRegion(c.HubRegion); err != nil {
+		errs = append(errs, fmt.Errorf("--hub-region %q: want letters, digits, '-', '_' and '.', at most %d, e.g. eu-west", c.HubRegion, registry.MaxHubRegionLen))
+	}
+	if c.RegionMapFile != "" {
+		if c.Regions, err = readRegionMap(c.RegionMapFile); err != nil {
+			errs = append(errs, fmt.Errorf("--region-map %s: %w", c.RegionMapFile, err))
+		}
+	}
 	if c.DPSWebhookURL != "" {
 		if u, err := url.Parse(c.DPSWebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("--dps-webhook-url: want an absolute http(s) URL"))
@@ -314,6 +334,27 @@ func (c *Config) Finish() (err error) {
 		errs = append(errs, errors.New("the initial admin key must be at least 16 characters long"))
 	}
 	return errors.Join(errs...)
+}
+
+// maxRegionMapFile caps a region map file: allocate.MaxRegionRules lines
+// of allocate.MaxRegionLineLen, with room for comments.
+const maxRegionMapFile = 8 << 20
+
+// readRegionMap reads and parses a region map file; errors name the line.
+func readRegionMap(path string) (allocate.RegionMap, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return allocate.RegionMap{}, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxRegionMapFile+1))
+	if err != nil {
+		return allocate.RegionMap{}, err
+	}
+	if len(b) > maxRegionMapFile {
+		return allocate.RegionMap{}, fmt.Errorf("larger than %d bytes", maxRegionMapFile)
+	}
+	return allocate.ParseRegionMap(string(b))
 }
 
 // TLSHosts is TLSHostsText as a list.

@@ -150,6 +150,24 @@ type Store interface {
 	UpdateEnrollmentGroup(ctx context.Context, g *EnrollmentGroup) error
 	DeleteEnrollmentGroup(ctx context.Context, orgID, id string) error
 
+	// Hubs linked to the organisation's DPS (see hub.go).
+
+	// CreateHub inserts h; Version is set to 1, CreatedAt and UpdatedAt
+	// when zero. Name is kept as given and unique per organisation
+	// without regard to case (ConflictError{What: "hub"}).
+	CreateHub(ctx context.Context, h *Hub) error
+	// GetHub returns the hub with the name, matched without regard to case.
+	GetHub(ctx context.Context, orgID, name string) (*Hub, error)
+	// ListHubs returns hubs ordered by lower-cased name.
+	ListHubs(ctx context.Context, orgID string, opts ListOptions) (hubs []Hub, next string, err error)
+	// UpdateHub replaces Weight, Region and Enabled of the hub named
+	// h.Name (any case) with h's, provided the stored Version equals
+	// h.Version (else ConflictError{What: "hub"}); on success h is the
+	// record as stored (Version incremented, UpdatedAt set).
+	UpdateHub(ctx context.Context, h *Hub) error
+	// DeleteHub deletes the hub with the name (any case).
+	DeleteHub(ctx context.Context, orgID, name string) error
+
 	// IDScope returns the organisation's DPS ID scope, generating it
 	// (NewIDScope) on the first call; it never changes afterwards. An
 	// unknown organisation is ErrNotFound.

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -59,6 +60,7 @@ type Server struct {
 	// httpsAddr and mqttsAddr are the TLS listeners' addresses.
 	httpsAddr, mqttsAddr net.Addr
 	httpDone             chan error // one result per HTTP(S) listener served
+	hubRegion            string     // --hub-region: the built-in hub's region
 }
 
 // Options are what a node needs besides its configuration.
@@ -157,10 +159,11 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		DPS: provision.DPSOptions{
 			Allocator: allocate.New(allocate.Options{Webhook: allocate.Webhook{URL: cfg.DPSWebhookURL}}),
 			Hubs:      s.hubs,
+			Regions:   cfg.Regions,
 			Twins:     s.devices,
 		}})
 	tb := thingsboard.NewHandler(svc)
-	s.hubName = cfg.HubName
+	s.hubName, s.hubRegion = cfg.HubName, cfg.HubRegion
 
 	// Client certificates are checked at the TLS handshake of both TLS
 	// listeners: a revoked or unknown certificate of the built-in CA never
@@ -227,7 +230,8 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	for _, pattern := range thingsboard.HTTPRoutes {
 		mux.Handle(pattern, tbDevices)
 	}
-	mux.Handle("/api/", api.New(api.Options{Store: s.store, Logger: log, Devices: s.devices, Certificates: s.pki.certs}))
+	mux.Handle("/api/", api.New(api.Options{Store: s.store, Logger: log, Devices: s.devices, Certificates: s.pki.certs,
+		BuiltinHub: s.builtinHub}))
 	s.pki.routes(mux)
 	mux.Handle("GET /metrics", m.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -322,10 +326,42 @@ func withDevicePaths(mux *http.ServeMux, dps *azuredps.Handler, h *hub.Hub) http
 	})
 }
 
-// hubs are the hubs DPS registrations are allocated to: this node's own,
-// named by --hub-name, or this host's name and the MQTTS port.
+// hubsTimeout bounds the read of the registered hubs on a registration.
+const hubsTimeout = 5 * time.Second
+
+// hubs are the hubs DPS registrations are allocated to: this node's own
+// (always a candidate), then the hubs registered for the default
+// organisation, enabled or not (allocation skips disabled ones). A
+// registered hub named like the built-in hub is left out: the built-in
+// one wins. When the registered hubs cannot be read, the built-in hub
+// alone is offered, and the failure logged.
 func (s *Server) hubs() []allocate.Hub {
-	return []allocate.Hub{{Name: s.builtinHubName(), Weight: 1, Enabled: true}}
+	builtin := s.builtinHub()
+	out := []allocate.Hub{builtin}
+	ctx, cancel := context.WithTimeout(context.Background(), hubsTimeout)
+	defer cancel()
+	opts := registry.ListOptions{Limit: registry.MaxPageSize}
+	for {
+		page, next, err := s.store.ListHubs(ctx, registry.DefaultOrgID, opts)
+		if err != nil {
+			s.log.Error("reading the registered hubs failed; allocating to the built-in hub only", "error", err)
+			return out[:1]
+		}
+		for _, h := range page {
+			if !strings.EqualFold(h.Name, builtin.Name) {
+				out = append(out, allocate.Hub{Name: h.Name, Weight: h.Weight, Region: h.Region, Enabled: h.Enabled})
+			}
+		}
+		if next == "" {
+			return out
+		}
+		opts.After = next
+	}
+}
+
+// builtinHub is this node's own hub: weight 1, enabled, in --hub-region.
+func (s *Server) builtinHub() allocate.Hub {
+	return allocate.Hub{Name: s.builtinHubName(), Weight: 1, Region: s.hubRegion, Enabled: true}
 }
 
 func (s *Server) builtinHubName() string {

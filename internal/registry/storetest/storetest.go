@@ -84,6 +84,7 @@ func Run(t *testing.T, newStore func(t *testing.T) registry.Store) {
 		{"EnrollmentGroups", enrollmentGroupTests},
 		{"IDScope", idScopeTests},
 		{"Registrations", registrationTests},
+		{"Hubs", hubTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
