@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -67,6 +68,10 @@ type RegistrationRequest struct {
 	// Certificates is the device's TLS client certificate chain, leaf
 	// first (X.509 attestation).
 	Certificates []*x509.Certificate
+	// TPM is the device's endorsement and storage root keys (TPM
+	// attestation, dps_tpm.go): without SASToken, the first step of the
+	// registration (ChallengeTPM); with it, the second (Register).
+	TPM *TPMEvidence
 	// Payload is the custom payload the device sent (DPS "payload"); it
 	// goes to a custom allocation webhook.
 	Payload json.RawMessage
@@ -102,6 +107,10 @@ type DPSOptions struct {
 	Twins TwinStore
 	// SAS verifies shared access signatures (clock, skew).
 	SAS attest.SASVerifier
+
+	// tpm holds the pending TPM challenges (*tpmState, dps_tpm.go), made
+	// on first use.
+	tpm atomic.Value
 }
 
 // admission is a registration whose evidence an enrollment accepted.
@@ -231,6 +240,9 @@ func (s *Service) admit(ctx context.Context, req RegistrationRequest) (*admissio
 		return a, refuse(ReasonBadRequest, "%s", strings.TrimPrefix(err.Error(), registry.ErrInvalid.Error()+": "))
 	}
 	switch {
+	case req.TPM != nil: // TPM attestation (dps_tpm.go)
+		scope, _ := registry.CanonicalIDScope(req.IDScope)
+		err = s.admitTPM(ctx, req, attest.RegistrationResource(scope, a.regID), a)
 	case req.SASToken != "":
 		scope, _ := registry.CanonicalIDScope(req.IDScope)
 		err = s.admitSymmetricKey(ctx, req, attest.RegistrationResource(scope, a.regID), a)

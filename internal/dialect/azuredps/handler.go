@@ -121,6 +121,18 @@ func (h *Handler) register(ctx context.Context, req provision.RegistrationReques
 		return h.refused(req, h.svc.RefuseRegistration(ctx, req, provision.ReasonBadRequest, err.Error()))
 	}
 	req.Payload = r.Payload
+	if r.TPM != nil {
+		// TPM attestation: without a token, the first step, answered 401
+		// with the key to sign one with.
+		req.TPM = &provision.TPMEvidence{EndorsementKey: r.TPM.EndorsementKey, StorageRootKey: r.TPM.StorageRootKey}
+		if req.SASToken == "" {
+			ch, err := h.svc.ChallengeTPM(ctx, req)
+			if err != nil {
+				return h.refused(req, err)
+			}
+			return answer{status: http.StatusUnauthorized, body: TPMChallenge{AuthenticationKey: ch.AuthenticationKey, KeyName: ch.KeyName}.Encode()}
+		}
+	}
 	res, err := h.svc.Register(ctx, req)
 	if err != nil {
 		return h.refused(req, err)
@@ -138,7 +150,11 @@ func (h *Handler) operation(ctx context.Context, req provision.RegistrationReque
 		}
 		return h.refused(req, err)
 	}
-	return answer{status: http.StatusOK, body: Assigned(r).Encode()}
+	op := Assigned(r)
+	if key, ok := h.svc.TPMAuthenticationKey(ctx, req.IDScope, req.RegistrationID); ok {
+		op.RegistrationState.TPM = &TPMRegistrationResult{AuthenticationKey: key} // a TPM device's hub key
+	}
+	return answer{status: http.StatusOK, body: op.Encode()}
 }
 
 // refused encodes a refusal.

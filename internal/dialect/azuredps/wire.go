@@ -194,7 +194,33 @@ func ResponseTopic(status int, rid string, retryAfter int) string {
 type RegisterRequest struct {
 	RegistrationID string          `json:"registrationId"`
 	Payload        json.RawMessage `json:"payload,omitempty"`
-	TPM            json.RawMessage `json:"tpm,omitempty"`
+	TPM            *TPMAttestation `json:"tpm,omitempty"`
+}
+
+// TPMAttestation is a TPM device's keys in its registration (DPS
+// TpmAttestation): base64 TPM2B_PUBLIC of its endorsement key and storage
+// root key.
+type TPMAttestation struct {
+	EndorsementKey string `json:"endorsementKey"`
+	StorageRootKey string `json:"storageRootKey,omitempty"`
+}
+
+// TPMChallenge is the 401 answer to a TPM registration without a token:
+// the activation blob of the key to sign the token with, and the key
+// name (skn) to sign it for. The C SDK requires both.
+type TPMChallenge struct {
+	AuthenticationKey string `json:"authenticationKey"`
+	KeyName           string `json:"keyName"`
+}
+
+// Encode marshals the challenge.
+func (c TPMChallenge) Encode() []byte { return encode(c) }
+
+// TPMRegistrationResult is registrationState.tpm of a TPM device's
+// assigned registration: the activation blob of its hub key, which the
+// SDKs import and sign their hub tokens with.
+type TPMRegistrationResult struct {
+	AuthenticationKey string `json:"authenticationKey"`
 }
 
 // DecodeRegisterRequest decodes a registration body. An empty body (or
@@ -230,6 +256,8 @@ type RegistrationState struct {
 	LastUpdatedDateTimeUTC string          `json:"lastUpdatedDateTimeUtc,omitempty"`
 	ETag                   string          `json:"etag,omitempty"`
 	Payload                json.RawMessage `json:"payload,omitempty"`
+	// TPM is set for a TPM device (see TPMRegistrationResult).
+	TPM *TPMRegistrationResult `json:"tpm,omitempty"`
 }
 
 // Operation is DPS's RegistrationOperationStatus: the body of every
