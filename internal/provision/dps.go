@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -107,10 +106,6 @@ type DPSOptions struct {
 	Twins TwinStore
 	// SAS verifies shared access signatures (clock, skew).
 	SAS attest.SASVerifier
-
-	// tpm holds the pending TPM challenges (*tpmState, dps_tpm.go), made
-	// on first use.
-	tpm atomic.Value
 }
 
 // admission is a registration whose evidence an enrollment accepted.

@@ -84,13 +84,11 @@ type tpmAnswer struct {
 	expires time.Time
 }
 
-// tpm returns the service's TPM state, made on first use.
-func (s *Service) tpm() *tpmState {
-	if t, ok := s.dps.tpm.Load().(*tpmState); ok {
-		return t
-	}
-	s.dps.tpm.CompareAndSwap(nil, &tpmState{pending: map[string][]tpmPending{}, answers: map[string]tpmAnswer{}})
-	return s.dps.tpm.Load().(*tpmState)
+// tpm returns the service's TPM state.
+func (s *Service) tpm() *tpmState { return s.tpmChallenges }
+
+func newTPMState() *tpmState {
+	return &tpmState{pending: map[string][]tpmPending{}, answers: map[string]tpmAnswer{}}
 }
 
 // expire drops what is past; the caller holds mu.

@@ -84,11 +84,15 @@ type Service struct {
 	chains    chainCache // for TrustedCAs
 
 	dps DPSOptions
+	// tpmChallenges are the pending TPM challenges of registrations
+	// (dps_tpm.go).
+	tpmChallenges *tpmState
 }
 
 // New returns a Service.
 func New(o Options) *Service {
-	s := &Service{store: o.Store, log: o.Logger, metrics: o.Metrics, limiter: o.Limiter, now: o.Now, secrets: o.Verifier, dps: o.DPS}
+	s := &Service{store: o.Store, log: o.Logger, metrics: o.Metrics, limiter: o.Limiter, now: o.Now, secrets: o.Verifier, dps: o.DPS,
+		tpmChallenges: newTPMState()}
 	if s.dps.Allocator == nil {
 		s.dps.Allocator = allocate.New(allocate.Options{})
 	}
