@@ -337,6 +337,12 @@ func deriveKeys(group *registry.SymmetricKeyAttestation, regID string) (*registr
 
 // symmetricGroups lists the organisation's symmetric-key groups.
 func (s *Service) symmetricGroups(ctx context.Context, orgID string) ([]registry.EnrollmentGroup, error) {
+	return s.groups(ctx, orgID, func(g *registry.EnrollmentGroup) bool { return g.Attestation.SymmetricKey != nil })
+}
+
+// groups lists the organisation's enrollment groups that keep accepts,
+// ordered by id.
+func (s *Service) groups(ctx context.Context, orgID string, keep func(*registry.EnrollmentGroup) bool) ([]registry.EnrollmentGroup, error) {
 	var out []registry.EnrollmentGroup
 	opts := registry.ListOptions{Limit: 1000}
 	for {
@@ -344,9 +350,9 @@ func (s *Service) symmetricGroups(ctx context.Context, orgID string) ([]registry
 		if err != nil {
 			return nil, err
 		}
-		for _, g := range page {
-			if g.Attestation.SymmetricKey != nil {
-				out = append(out, g)
+		for i := range page {
+			if keep(&page[i]) {
+				out = append(out, page[i])
 			}
 		}
 		if next == "" {

@@ -128,23 +128,7 @@ func (s *Service) x509Group(ctx context.Context, chain []*x509.Certificate, regI
 
 // x509Groups lists the organisation's X.509 groups, ordered by id.
 func (s *Service) x509Groups(ctx context.Context, orgID string) ([]registry.EnrollmentGroup, error) {
-	var out []registry.EnrollmentGroup
-	opts := registry.ListOptions{Limit: 1000}
-	for {
-		page, next, err := s.store.ListEnrollmentGroups(ctx, orgID, opts)
-		if err != nil {
-			return nil, err
-		}
-		for _, g := range page {
-			if g.Attestation.X509CA != nil {
-				out = append(out, g)
-			}
-		}
-		if next == "" {
-			return out, nil
-		}
-		opts.After = next
-	}
+	return s.groups(ctx, orgID, func(g *registry.EnrollmentGroup) bool { return g.Attestation.X509CA != nil })
 }
 
 // certificateFree refuses a leaf that already authenticates another device

@@ -33,6 +33,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zerotouch/zerotouch/internal/dialect/azureiothub"
 	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
 )
@@ -157,27 +158,11 @@ func ParseRequestTopic(topic string) (RequestTopic, error) {
 		return t, fmt.Errorf("%w: topic parameters do not parse", ErrNotDPS)
 	}
 	t.RID = q.Get("$rid")
-	if !validRID(t.RID) {
+	if !azureiothub.ValidRequestID(t.RID) {
 		return t, fmt.Errorf("%w: request id ($rid) missing or unusable", ErrNotDPS)
 	}
 	t.OperationID = q.Get("operationId")
 	return t, nil
-}
-
-// validRID reports whether rid can be a request id: 1 to 128 characters
-// among those no encoding changes (letters, digits, - . _ ~), so that
-// echoing it in the answer's topic always makes a valid topic name.
-func validRID(rid string) bool {
-	if rid == "" || len(rid) > 128 {
-		return false
-	}
-	for i := 0; i < len(rid); i++ {
-		c := rid[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~') {
-			return false
-		}
-	}
-	return true
 }
 
 // ResponseTopic is the topic of the answer to request rid:
