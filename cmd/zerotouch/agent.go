@@ -11,7 +11,9 @@ import (
 )
 
 const agentHelp = `Run the device agent: what a device or gateway runs to provision itself
-once and then work as a ThingsBoard device against a zerotouch hub.
+once and then work as a ThingsBoard device (dialect thingsboard, the default)
+or as an Azure IoT Hub device registered through DPS (dialect azure-dps),
+against zerotouch or, for Azure, Azure itself.
 
 On the first start (no state file) the agent provisions with the profile's
 provision key and secret over MQTT (/provision/request, user "provision")
@@ -36,13 +38,32 @@ and continues. Under "never" the server refuses: the agent exits with status
 the profile's reprovisionPolicy to rotate; then start the agent again. A
 refused provisioning request (wrong key or secret) also exits with status 1.
 
+Azure (dialect azure-dps): on the first start the agent registers with DPS
+over MQTTS (port 8883 unless dps.host names one) with its symmetric key, the
+key derived from its enrollment group's key, or its X.509 certificate; it
+waits the retry-after of the "assigning" answer, polls until "assigned", and
+stores the assigned hub, its device id and its credential (the device key,
+never the group key; or the certificate and key paths) in the state file,
+0600. It then connects to that hub (client id = device id, a SAS token valid
+an hour, renewed by reconnecting before it expires, or the certificate), reads
+its twin and gives the desired properties to the attribute command (and each
+later desired-properties patch), reports agentVersion, os, arch and hostname as
+reported properties, sends telemetry to devices/{id}/messages/events/ at
+QoS 1, answers direct methods with the RPC command (status 200 and its JSON
+output, or 500 {"error": ...}), and gives cloud-to-device messages to the
+message command ({"properties":{...},"payload":...} on stdin; logged only
+without one). DPS answers "disabled" or "failed", or a 4xx status: the agent
+exits 1 and says why; 429 and 5xx are retried after their retry-after. When
+the hub refuses the stored credentials the agent registers again, once: the
+enrollment's reprovisioning policy decides; refused again, it exits 1.
+
 Logs go to stderr; nothing is printed on stdout.
 
 Configuration (YAML; only server, provision and stateFile are required):
 
   server: hub.example.com:1883      # MQTT host:port (8883 with tls)
   # tls: {caFile: /etc/zerotouch-agent/ca.pem}   # MQTTS; serverName: optional
-  dialect: thingsboard              # the only one so far
+  dialect: thingsboard              # default; azure-dps: see below
   provision: {key: Kq3..., secret: x7T...}
   device: press-7                   # default: the host name
   credentials:
@@ -57,7 +78,26 @@ Configuration (YAML; only server, provision and stateFile are required):
   handlers:
     attributes: "logger -t zerotouch-attrs"
     rpc: "/usr/local/bin/handle-rpc"
-    timeout: 10s`
+    timeout: 10s
+
+Azure configuration (dps.host, dps.idScope, dps.registrationId, one credential
+and stateFile are required; telemetry and handlers as above, plus
+handlers.message):
+
+  dialect: azure-dps
+  dps:
+    host: zt.example.com            # or global.azure-devices-provisioning.net; :port optional (8883)
+    idScope: 0ne3F2A91C7            # zerotouch idscope
+    registrationId: press-0042      # lower case; default with a certificate: its common name
+    symmetricKey: "base64..."       # individual enrollment; or:
+    # groupKey: "base64..."         # enrollment group: the device key is derived
+    # certificate: /etc/zerotouch-agent/device.pem   # X.509, with key:
+    # key: /etc/zerotouch-agent/device.key
+    # payload: {model: press}       # optional, for custom allocation
+  caFile: /etc/zerotouch-agent/ca.pem   # CAs of DPS and hub; default: the system's
+  stateFile: /var/lib/zerotouch-agent/state.json
+  handlers:
+    message: "logger -t zerotouch-c2d"`
 
 func newDeviceRunCmd() *cobra.Command {
 	var (
@@ -67,7 +107,7 @@ func newDeviceRunCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "run --config FILE",
-		Short: "Run the device agent: provision once, then send telemetry and answer attributes and commands",
+		Short: "Run the device agent (ThingsBoard or Azure DPS): provision once, then send telemetry and answer attributes and commands",
 		Long:  agentHelp,
 		Example: "  zerotouch device run --config /etc/zerotouch-agent/agent.yaml\n" +
 			"  zerotouch device run --config agent.yaml --once   # provision if needed, send one message, exit",

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -40,6 +41,13 @@ type Options struct {
 	ConnectTimeout time.Duration
 	// ProvisionTimeout bounds the wait for a provisioning answer (10 s).
 	ProvisionTimeout time.Duration
+	// TokenLifetime is how long an Azure hub SAS token is valid
+	// (DefaultTokenLifetime); the agent reconnects with a fresh one when
+	// three quarters of it have passed.
+	TokenLifetime time.Duration
+	// Version is the agent's version, reported to an Azure hub as a
+	// reported property (the module's build version when empty).
+	Version string
 }
 
 // Agent is a device: it provisions once, then connects and works. It is
@@ -70,8 +78,19 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 	if opts.ProvisionTimeout <= 0 {
 		opts.ProvisionTimeout = 10 * time.Second
 	}
+	if opts.TokenLifetime <= 0 {
+		opts.TokenLifetime = DefaultTokenLifetime
+	}
 	a := &Agent{cfg: cfg, opts: opts, log: opts.Logger.With("device", cfg.Device),
 		source: newSource(cfg.Telemetry, cfg.Handlers.Timeout)}
+	if cfg.Dialect == DialectAzureDPS {
+		t, err := azureTLS(cfg)
+		if err != nil {
+			return nil, err
+		}
+		a.tls = t
+		return a, nil
+	}
 	if cfg.TLS != nil {
 		host, _, _ := net.SplitHostPort(cfg.Server)
 		t := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
@@ -121,11 +140,13 @@ func (a *Agent) run(ctx context.Context, once bool) error {
 	// of those is final, so a device never provisions in a loop.
 	reprovisioned := false
 	for {
-		c, lost, err := a.connect(ctx, st)
+		c, lost, err := a.connectAs(ctx, st)
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
 			return nil
+		case errors.Is(err, errStop):
+			return err
 		case a.refusedCredentials(st, err) && reprovisioned:
 			return fmt.Errorf("%w: the server refused the credentials it has just issued to device %q (%v); check the device's status with the operator",
 				ErrRefused, a.cfg.Device, err)
@@ -144,15 +165,15 @@ func (a *Agent) run(ctx context.Context, once bool) error {
 			return err
 		default:
 			d := b.next()
-			a.log.Warn("cannot connect; retrying", "server", a.cfg.Server, "err", err, "in", d.Round(time.Millisecond))
+			a.log.Warn("cannot connect; retrying", "server", a.target(st), "err", err, "in", d.Round(time.Millisecond))
 			if !sleep(ctx, d) {
 				return nil
 			}
 			continue
 		}
 		b.reset()
-		a.log.Info("connected", "server", a.cfg.Server, "credentials", st.CredentialsType)
-		err = a.session(ctx, c, lost, once)
+		a.log.Info("connected", "server", a.target(st), "credentials", st.CredentialsType)
+		err = a.work(ctx, c, st, lost, once)
 		c.Disconnect(250)
 		if ctx.Err() != nil {
 			return nil // stopped: whatever the session saw last is moot
@@ -161,6 +182,10 @@ func (a *Agent) run(ctx context.Context, once bool) error {
 			return err
 		}
 		reprovisioned = false
+		if errors.Is(err, errRenewToken) {
+			a.log.Info("reconnecting with a fresh SAS token", "server", a.target(st))
+			continue
+		}
 		d := b.next()
 		a.log.Warn("connection lost; reconnecting", "err", err, "in", d.Round(time.Millisecond))
 		if !sleep(ctx, d) {
@@ -173,6 +198,9 @@ func (a *Agent) run(ctx context.Context, once bool) error {
 // whose new provisioning request was refused too: it says what the
 // operator can do, from the server's reason when there is one.
 func (a *Agent) refusedAgain(connErr, provErr error) error {
+	if a.cfg.Dialect == DialectAzureDPS {
+		return a.azureRefusedAgain(connErr, provErr)
+	}
 	var hint string
 	var pe *ProvisionError
 	errors.As(provErr, &pe)
@@ -201,7 +229,10 @@ func (a *Agent) exit(ctx context.Context, err error) error {
 func (a *Agent) credentials(ctx context.Context, once bool) (*State, error) {
 	st, err := LoadState(a.cfg.StateFile)
 	if err == nil {
-		if st.Server != a.cfg.Server || st.DeviceName != a.cfg.Device {
+		if dialect := cmp.Or(st.Dialect, DialectThingsBoard); dialect != a.cfg.Dialect {
+			return nil, fmt.Errorf("the state file %s was made for dialect %q, not %q: move it away to provision again", a.cfg.StateFile, dialect, a.cfg.Dialect)
+		}
+		if st.Server != a.server() || st.DeviceName != a.cfg.Device {
 			a.log.Warn("the state file was made for another server or device name; using it anyway (move it away to provision again)",
 				"stateServer", st.Server, "stateDevice", st.DeviceName)
 		}
@@ -210,7 +241,7 @@ func (a *Agent) credentials(ctx context.Context, once bool) (*State, error) {
 	if !errors.Is(err, ErrNoState) {
 		return nil, err
 	}
-	a.log.Info("no state file: provisioning", "stateFile", a.cfg.StateFile, "server", a.cfg.Server)
+	a.log.Info("no state file: provisioning", "stateFile", a.cfg.StateFile, "server", a.server())
 	st, err = a.provision(ctx, once)
 	var pe *ProvisionError
 	if errors.As(err, &pe) && strings.Contains(pe.Reason, "already provisioned") {
@@ -235,7 +266,7 @@ func (a *Agent) provision(ctx context.Context, once bool) (*State, error) {
 			a.log.Info("provisioned", "credentials", st.CredentialsType, "stateFile", a.cfg.StateFile)
 			return st, nil
 		}
-		if errors.Is(err, ErrRefused) || ctx.Err() != nil || once {
+		if errors.Is(err, ErrRefused) || errors.Is(err, errStop) || ctx.Err() != nil || once {
 			return nil, err
 		}
 		d := b.next()
@@ -260,16 +291,54 @@ func (a *Agent) refusedCredentials(st *State, err error) bool {
 }
 
 func (a *Agent) clientOptions(clientID string) *mqtt.ClientOptions {
+	return a.clientOptionsFor(a.cfg.Server, a.tls != nil, clientID)
+}
+
+// clientOptionsFor are the MQTT options of a session with server
+// (host:port), over TLS or not.
+func (a *Agent) clientOptionsFor(server string, useTLS bool, clientID string) *mqtt.ClientOptions {
 	scheme := "tcp://"
-	if a.tls != nil {
+	if useTLS {
 		scheme = "ssl://"
 	}
 	// Reconnection is the agent's own (backoff with jitter, reprovisioning
 	// on refusal), so paho's is off.
-	return mqtt.NewClientOptions().AddBroker(scheme + a.cfg.Server).SetClientID(clientID).
+	return mqtt.NewClientOptions().AddBroker(scheme + server).SetClientID(clientID).
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
 		SetConnectTimeout(a.opts.ConnectTimeout).SetKeepAlive(30 * time.Second).
 		SetDialer(&net.Dialer{Timeout: a.opts.ConnectTimeout})
+}
+
+// server is where the device provisions: the hub (thingsboard) or DPS.
+func (a *Agent) server() string {
+	if a.cfg.Dialect == DialectAzureDPS {
+		return a.cfg.DPS.Host
+	}
+	return a.cfg.Server
+}
+
+// target is where the device works, for logs.
+func (a *Agent) target(st *State) string {
+	if a.cfg.Dialect == DialectAzureDPS {
+		return st.AssignedHub
+	}
+	return a.cfg.Server
+}
+
+// connectAs opens the device session of the configured dialect.
+func (a *Agent) connectAs(ctx context.Context, st *State) (mqtt.Client, <-chan error, error) {
+	if a.cfg.Dialect == DialectAzureDPS {
+		return a.azureConnect(ctx, st)
+	}
+	return a.connect(ctx, st)
+}
+
+// work is one connection's work in the configured dialect.
+func (a *Agent) work(ctx context.Context, c mqtt.Client, st *State, lost <-chan error, once bool) error {
+	if a.cfg.Dialect == DialectAzureDPS {
+		return a.azureSession(ctx, c, st, lost, once)
+	}
+	return a.session(ctx, c, lost, once)
 }
 
 // connect opens the device session with the stored credentials. lost
@@ -293,6 +362,12 @@ func (a *Agent) connect(ctx context.Context, st *State) (mqtt.Client, <-chan err
 	if a.tls != nil {
 		opts.SetTLSConfig(a.tls)
 	}
+	return a.open(ctx, opts)
+}
+
+// open connects with opts. lost receives the reason when the connection
+// drops.
+func (a *Agent) open(ctx context.Context, opts *mqtt.ClientOptions) (mqtt.Client, <-chan error, error) {
 	lost := make(chan error, 1)
 	opts.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 		select {
@@ -418,6 +493,11 @@ func (a *Agent) queue(ch chan<- []byte, b []byte, what string) {
 // fails is logged and skipped (the connection is fine); a publish that is
 // not acknowledged ends the session.
 func (a *Agent) sendTelemetry(ctx context.Context, c mqtt.Client) error {
+	return a.publishTelemetry(ctx, c, telemetryTopic)
+}
+
+// publishTelemetry reads the source and publishes on topic at QoS 1.
+func (a *Agent) publishTelemetry(ctx context.Context, c mqtt.Client, topic string) error {
 	msg, err := a.source.Read(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -426,7 +506,7 @@ func (a *Agent) sendTelemetry(ctx context.Context, c mqtt.Client) error {
 		a.log.Warn("no telemetry this time", "err", err)
 		return nil
 	}
-	if err := wait(ctx, c.Publish(telemetryTopic, 1, false, []byte(msg)), a.opts.ConnectTimeout); err != nil {
+	if err := wait(ctx, c.Publish(topic, 1, false, []byte(msg)), a.opts.ConnectTimeout); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -12,14 +12,24 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// DialectThingsBoard is the only dialect the agent speaks so far.
-const DialectThingsBoard = "thingsboard"
-
-// Credential types, as ThingsBoard names them.
+// Dialects the agent speaks.
 const (
-	CredentialsAccessToken = "ACCESS_TOKEN"
-	CredentialsMQTTBasic   = "MQTT_BASIC"
-	CredentialsX509        = "X509_CERTIFICATE"
+	// DialectThingsBoard provisions with a profile's key and secret and
+	// works as a ThingsBoard device (v1/devices/me/...).
+	DialectThingsBoard = "thingsboard"
+	// DialectAzureDPS registers through Azure IoT Hub Device Provisioning
+	// Service and works as an Azure IoT Hub device (devices/{id}/...,
+	// $iothub/...).
+	DialectAzureDPS = "azure-dps"
+)
+
+// Credential types, as ThingsBoard names them (SYMMETRIC_KEY: an Azure
+// device key).
+const (
+	CredentialsAccessToken  = "ACCESS_TOKEN"
+	CredentialsMQTTBasic    = "MQTT_BASIC"
+	CredentialsX509         = "X509_CERTIFICATE"
+	CredentialsSymmetricKey = "SYMMETRIC_KEY"
 )
 
 // Telemetry sources.
@@ -37,15 +47,23 @@ const (
 
 // Config is the agent's configuration, read from a YAML file (LoadConfig).
 type Config struct {
-	// Server is the hub's MQTT address, host:port.
+	// Server is the hub's MQTT address, host:port (thingsboard).
 	Server string `yaml:"server"`
-	// TLS, when set, connects over TLS (MQTTS).
+	// TLS, when set, connects over TLS (MQTTS) (thingsboard).
 	TLS *TLSConfig `yaml:"tls"`
-	// Dialect selects the device protocol; only "thingsboard" so far.
+	// Dialect selects the device protocol: "thingsboard" (default) or
+	// "azure-dps".
 	Dialect string `yaml:"dialect"`
-	// Provision holds the profile's provision key and secret.
+	// Provision holds the profile's provision key and secret (thingsboard).
 	Provision ProvisionConfig `yaml:"provision"`
-	// Device is the device's name; the host name when empty.
+	// DPS is how the device registers with Azure DPS (azure-dps).
+	DPS *DPSConfig `yaml:"dps"`
+	// CAFile is a PEM bundle of the CAs trusted for the server
+	// certificates of DPS and of the assigned hub (azure-dps); the
+	// system's roots when empty.
+	CAFile string `yaml:"caFile"`
+	// Device is the device's name; the host name when empty (thingsboard;
+	// an Azure device is named by dps.registrationId).
 	Device string `yaml:"device"`
 	// Credentials are what the device asks for when it provisions.
 	Credentials CredentialsConfig `yaml:"credentials"`
@@ -110,6 +128,10 @@ type HandlersConfig struct {
 	// RPC receives {"method","params"} on stdin; its stdout (JSON) is the
 	// answer.
 	RPC string `yaml:"rpc"`
+	// Message receives each cloud-to-device message (azure-dps) as
+	// {"properties":{…},"payload":…} on stdin; without it messages are
+	// only logged.
+	Message string `yaml:"message"`
 	// Timeout bounds each run (DefaultCommandTimeout when zero).
 	Timeout time.Duration `yaml:"timeout"`
 }
@@ -139,6 +161,9 @@ func (c *Config) Normalize() error {
 	if c.Dialect == "" {
 		c.Dialect = DialectThingsBoard
 	}
+	if c.Dialect == DialectAzureDPS {
+		return c.normalizeAzure()
+	}
 	if c.Device == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -149,6 +174,12 @@ func (c *Config) Normalize() error {
 	if c.Credentials.Type == "" {
 		c.Credentials.Type = CredentialsAccessToken
 	}
+	c.commonDefaults()
+	return c.validate()
+}
+
+// commonDefaults applies the defaults every dialect shares.
+func (c *Config) commonDefaults() {
 	if c.Telemetry.Interval == 0 {
 		c.Telemetry.Interval = DefaultInterval
 	}
@@ -158,14 +189,19 @@ func (c *Config) Normalize() error {
 	if c.Handlers.Timeout == 0 {
 		c.Handlers.Timeout = DefaultCommandTimeout
 	}
-	return c.validate()
 }
 
 func (c *Config) validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if c.Dialect != DialectThingsBoard {
-		bad("dialect %q is not supported yet: only %q (Azure DPS and AWS fleet provisioning will follow)", c.Dialect, DialectThingsBoard)
+		bad("dialect %q is not supported: want %q or %q (AWS fleet provisioning will follow)", c.Dialect, DialectThingsBoard, DialectAzureDPS)
+	}
+	if c.DPS != nil || c.CAFile != "" {
+		bad("dps and caFile are for dialect %q; a ThingsBoard device uses provision and tls.caFile", DialectAzureDPS)
+	}
+	if c.Handlers.Message != "" {
+		bad("handlers.message: cloud-to-device messages are an Azure IoT Hub feature (dialect %q)", DialectAzureDPS)
 	}
 	if _, port, err := net.SplitHostPort(c.Server); err != nil || port == "" {
 		bad("server: want host:port, e.g. hub.example.com:1883, not %q", c.Server)
@@ -193,6 +229,14 @@ func (c *Config) validate() error {
 	default:
 		bad("credentials.type %q: want ACCESS_TOKEN, MQTT_BASIC or X509_CERTIFICATE", cr.Type)
 	}
+	errs = append(errs, c.validateCommon()...)
+	return errors.Join(errs...)
+}
+
+// validateCommon checks the settings every dialect shares.
+func (c *Config) validateCommon() []error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if c.Telemetry.Interval < 0 {
 		bad("telemetry.interval must be positive")
 	}
@@ -212,5 +256,5 @@ func (c *Config) validate() error {
 	if c.Handlers.Timeout < 0 {
 		bad("handlers.timeout must be positive")
 	}
-	return errors.Join(errs...)
+	return errs
 }

@@ -1,8 +1,11 @@
 // Package agent is the device side of zerotouch: the program a real device
 // or gateway runs (`zerotouch device run`) to provision itself once, keep
-// its credentials, and then work as a ThingsBoard device against the hub.
+// its credentials, and then work against its hub, in one of two dialects
+// (Config.Dialect): as a ThingsBoard device ("thingsboard", the default),
+// or as an Azure IoT Hub device registered through DPS ("azure-dps"),
+// against zerotouch or Azure itself.
 //
-// # Life of an agent
+// # Life of an agent (thingsboard)
 //
 //  1. Read the configuration (Config, a YAML file).
 //  2. Read the state file. When it holds credentials, use them; only when
@@ -23,7 +26,46 @@
 //     backoff and full jitter (capped, never a tight loop). SIGINT and
 //     SIGTERM end the agent cleanly (Run returns nil).
 //
-// # Refused credentials
+// # Life of an agent (azure-dps)
+//
+//  1. Read the configuration: dps.host (port 8883 unless given),
+//     dps.idScope, dps.registrationId and exactly one credential:
+//     dps.symmetricKey (an individual enrollment), dps.groupKey (an
+//     enrollment group: the device key is derived as
+//     base64(HMAC-SHA256(groupKey, registrationId))) or dps.certificate and
+//     dps.key (X.509; the registration id defaults to the certificate's
+//     common name, which DPS requires). caFile names the CAs trusted for
+//     DPS and the hub.
+//  2. Read the state file; only when it is absent does the agent register,
+//     over MQTTS: client id the registration id, user name
+//     "<idScope>/registrations/<id>/api-version=2019-03-31&ClientVersion=…",
+//     password a SAS token for "<idScope>/registrations/<id>" (skn
+//     registration) or the client certificate; it subscribes to
+//     $dps/registrations/res/#, publishes the registration, gets 202
+//     "assigning" with an operationId, waits the retry-after (2 s when none
+//     is given; at once only for retry-after=0), polls until 200
+//     "assigned", and stores the assigned hub, the device id, the
+//     operation id and the credential to use — the device key (never the
+//     group key) or the certificate and key paths — atomically and 0600
+//     as above. 429 and 5xx answers are retried after their retry-after;
+//     status "disabled" or "failed" and other 4xx are final (a
+//     ProvisionError, ErrRefused) and nothing is stored.
+//  3. Connect to the assigned hub (used verbatim, port 8883 unless it has
+//     one): client id the device id, user name
+//     "<hub>/<deviceId>/?api-version=2021-04-12&DeviceClientType=zerotouch-agent",
+//     password a SAS token for URLEncode("<hub>/devices/<deviceId>")
+//     signed with the device key and valid Options.TokenLifetime (an hour;
+//     after three quarters of it the agent reconnects with a fresh one), or
+//     the client certificate. Subscribe to $iothub/twin/res/#,
+//     $iothub/twin/PATCH/properties/desired/#, $iothub/methods/POST/# and
+//     devices/<id>/messages/devicebound/#; GET the twin and give its
+//     desired properties to the attribute command (and every desired patch
+//     later); report the host's facts (agentVersion, os, arch, hostname) as
+//     reported properties; publish telemetry to
+//     devices/<id>/messages/events/ at QoS 1 every interval.
+//  4. Reconnect as for ThingsBoard.
+//
+// # Refused credentials (thingsboard)
 //
 // When the server refuses the stored credentials (CONNACK "bad user name or
 // password" or "not authorized": the credential was revoked, the device
@@ -49,6 +91,16 @@
 // (wrong key or secret, unknown pre-provisioned device) is final as well;
 // only network failures are retried.
 //
+// # Refused credentials (azure-dps)
+//
+// When the hub refuses the stored credentials (CONNACK 4 or 5, or a client
+// certificate refused in the handshake), the agent registers again with
+// DPS, once, and the enrollment's reprovisioning policy decides which hub
+// and device it gets; the new assignment is stored and used. When DPS
+// refuses (the enrollment or the device is disabled, the key is wrong) or
+// the hub refuses the new assignment too, the agent stops with ErrRefused
+// and says what to do; the state file is kept.
+//
 // # Handlers
 //
 // Telemetry comes from a shell command printing a JSON object, a JSON file,
@@ -59,6 +111,13 @@
 // (JSON) is the answer. A command that fails, prints no JSON or runs past
 // its timeout answers {"error": "…"}.
 //
-// Only the ThingsBoard dialect is implemented; Config.Dialect is where
-// Azure DPS and AWS fleet provisioning will be selected.
+// For Azure, desired properties (the twin's at connect, then each patch,
+// with its $version) go to the attribute command; a direct method is given
+// as {"method": …, "params": …} to the RPC command and answered with
+// status 200 and its output, or 500 and {"error": "…"} (501 without an RPC
+// command); a cloud-to-device message is logged and, when
+// handlers.message is set, given to that command as
+// {"properties": {…}, "payload": …}.
+//
+// AWS fleet provisioning is not implemented yet.
 package agent

@@ -28,6 +28,8 @@ type hub struct {
 	http    string // host:port, kept across restarts
 	mqtt    string
 	mqtts   string
+	// hubName, when set, is the hub DPS assigns devices to.
+	hubName string
 }
 
 func startHub(t *testing.T) *hub {
@@ -47,6 +49,7 @@ func (h *hub) start() {
 	cfg.HTTP, cfg.MQTT = h.http, h.mqtt
 	cfg.HTTPS, cfg.MQTTS = "off", h.mqtts
 	cfg.AdminKey = testAdminKey
+	cfg.HubName = h.hubName
 	log := slog.New(slog.DiscardHandler)
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))

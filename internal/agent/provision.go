@@ -100,6 +100,9 @@ func (a *Agent) request() (*provisionRequest, error) {
 // request, and wait for the answer on the same connection (the server
 // answers only the session that asked).
 func (a *Agent) provisionOnce(ctx context.Context) (*State, error) {
+	if a.cfg.Dialect == DialectAzureDPS {
+		return a.registerDPS(ctx)
+	}
 	req, err := a.request()
 	if err != nil {
 		return nil, err

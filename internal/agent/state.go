@@ -13,15 +13,27 @@ import (
 // State is what the agent keeps between runs: the credentials it got when
 // it provisioned. It holds secrets, so its file is private (0600).
 type State struct {
-	Dialect         string    `json:"dialect"`
-	Server          string    `json:"server"`
-	DeviceName      string    `json:"deviceName"`
-	CredentialsType string    `json:"credentialsType"`
-	Token           string    `json:"token,omitempty"`
-	ClientID        string    `json:"clientId,omitempty"`
-	Username        string    `json:"username,omitempty"`
-	Password        string    `json:"password,omitempty"`
-	ProvisionedAt   time.Time `json:"provisionedAt"`
+	Dialect         string `json:"dialect"`
+	Server          string `json:"server"`
+	DeviceName      string `json:"deviceName"`
+	CredentialsType string `json:"credentialsType"`
+	Token           string `json:"token,omitempty"`
+	ClientID        string `json:"clientId,omitempty"`
+	Username        string `json:"username,omitempty"`
+	Password        string `json:"password,omitempty"`
+	// Azure (dialect azure-dps): the hub DPS assigned (host[:port], used
+	// verbatim), the device's id there, and the credential: the device's
+	// symmetric key (an individual enrollment's, or the one derived from
+	// a group key — the group key itself is never stored), or the files
+	// of its certificate and key. OperationID is the registration's.
+	AssignedHub  string `json:"assignedHub,omitempty"`
+	DeviceID     string `json:"deviceId,omitempty"`
+	SymmetricKey string `json:"symmetricKey,omitempty"`
+	CertFile     string `json:"certFile,omitempty"`
+	KeyFile      string `json:"keyFile,omitempty"`
+	OperationID  string `json:"operationId,omitempty"`
+
+	ProvisionedAt time.Time `json:"provisionedAt"`
 }
 
 // ErrNoState is returned by LoadState when there is no state file yet.

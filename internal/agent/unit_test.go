@@ -25,7 +25,8 @@ handlers: {rpc: "cat", timeout: 3s}
 	}{
 		{"good", good, ""},
 		{"defaults", "server: h:1883\nprovision: {key: k, secret: s}\nstateFile: s.json\n", ""},
-		{"other dialect", good + "dialect: azure-dps\n", `dialect "azure-dps" is not supported yet`},
+		{"other dialect", good + "dialect: aws-fleet\n", `dialect "aws-fleet" is not supported`},
+		{"azure fields", good + "caFile: ca.pem\n", "caFile are for dialect \"azure-dps\""},
 		{"unknown field", good + "intervall: 5s\n", "field intervall not found"},
 		{"no port", strings.Replace(good, "hub.example.com:1883", "hub.example.com", 1), "want host:port"},
 		{"no secret", strings.Replace(good, "secret: s", "secret: ''", 1), "key and secret are required"},
