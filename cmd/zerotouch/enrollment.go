@@ -372,58 +372,24 @@ func newEnrollmentCreateCmd(o *clientOptions) *cobra.Command {
 }
 
 func newEnrollmentListCmd(o *clientOptions) *cobra.Command {
-	var (
-		limit int
-		after string
-		all   bool
-	)
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List individual enrollments",
-		Args:  exactArgs(0),
-		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
-			page, err := collect(all, after, func(after string) (*api.List[registry.Enrollment], error) {
-				return c.ListEnrollments(ctx, limit, after)
-			})
-			if err != nil {
-				return err
-			}
-			return printList(o, cmd, page, "after", func(w io.Writer) {
-				row(w, "REGISTRATION ID", "STATUS", "ATTESTATION", "DEVICE ID", "ALLOCATION", "IOT HUBS", "VERSION")
-				for _, e := range page.Items {
-					row(w, e.RegistrationID, string(e.Status), string(e.Attestation.Type), orDash(e.DeviceID),
-						allocationOf(&e.EnrollmentPolicies), orDash(strings.Join(e.IoTHubs, ",")), strconv.FormatInt(e.Version, 10))
-				}
-			})
-		}),
-	}
-	pageFlags(cmd, &limit, &after, &all)
-	return cmd
+	return listCmd(o, "List individual enrollments", (*apiclient.Client).ListEnrollments, func(w io.Writer, items []registry.Enrollment) {
+		row(w, "REGISTRATION ID", "STATUS", "ATTESTATION", "DEVICE ID", "ALLOCATION", "IOT HUBS", "VERSION")
+		for _, e := range items {
+			row(w, e.RegistrationID, string(e.Status), string(e.Attestation.Type), orDash(e.DeviceID),
+				allocationOf(&e.EnrollmentPolicies), orDash(strings.Join(e.IoTHubs, ",")), strconv.FormatInt(e.Version, 10))
+		}
+	})
 }
 
 func newEnrollmentShowCmd(o *clientOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:     "show REGISTRATION_ID",
-		Aliases: []string{"get"},
-		Short:   "Show an individual enrollment (its keys only to operator and admin keys)",
-		Args:    exactArgs(1),
-		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
-			e, err := c.GetEnrollment(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			return o.print(cmd, e, func(w io.Writer) { enrollmentFields(w, e) })
-		}),
-	}
+	return showCmd(o, "show REGISTRATION_ID", "Show an individual enrollment (its keys only to operator and admin keys)",
+		(*apiclient.Client).GetEnrollment, enrollmentFields)
 }
 
 func newEnrollmentUpdateCmd(o *clientOptions) *cobra.Command {
 	var (
-		att                 attestationFlags
-		act                 activationFlags
-		status, reprovision string
-		deviceID            string
-		ifVersion           int64
+		u        updateFlags
+		deviceID string
 	)
 	cmd := &cobra.Command{
 		Use:   "update REGISTRATION_ID [flags]",
@@ -437,27 +403,19 @@ func newEnrollmentUpdateCmd(o *clientOptions) *cobra.Command {
 		Args:    exactArgs(1),
 		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
 			var req api.UpdateEnrollmentRequest
-			f := cmd.Flags()
 			var err error
-			if req.Attestation, err = att.enrollment(cmd, false); err != nil {
+			if req.Attestation, err = u.att.enrollment(cmd, false); err != nil {
 				return err
 			}
-			if req.ActivationSettings, err = act.settings(cmd, true); err != nil {
+			p, err := u.policies(cmd)
+			if err != nil {
 				return err
 			}
-			if f.Changed("device-id") {
+			req.Status, req.ReprovisionPolicy, req.ActivationSettings, req.Version = p.status, p.reprovision, p.settings, p.version
+			if cmd.Flags().Changed("device-id") {
 				req.DeviceID = &deviceID
 			}
-			if f.Changed("status") {
-				req.Status = (*registry.EnrollmentStatus)(&status)
-			}
-			if f.Changed("reprovision-policy") {
-				req.ReprovisionPolicy = (*registry.EnrollmentReprovisionPolicy)(&reprovision)
-			}
-			if f.Changed("if-version") {
-				req.Version = &ifVersion
-			}
-			if req.Attestation == nil && req.DeviceID == nil && req.Status == nil && req.ReprovisionPolicy == nil && !act.any(cmd) {
+			if req.Attestation == nil && req.DeviceID == nil && req.Status == nil && req.ReprovisionPolicy == nil && !u.act.any(cmd) {
 				return usageError(cmd, errors.New("nothing to change: give at least one flag"))
 			}
 			e, err := c.UpdateEnrollment(ctx, args[0], req)
@@ -468,13 +426,60 @@ func newEnrollmentUpdateCmd(o *clientOptions) *cobra.Command {
 		}),
 	}
 	f := cmd.Flags()
-	f.StringVar(&status, "status", "", "enabled or disabled")
 	f.StringVar(&deviceID, "device-id", "", "the device's id on its hub (operator)")
-	f.StringVar(&reprovision, "reprovision-policy", "", "never, reprovision-and-reset or reprovision-and-migrate (operator)")
-	f.Int64Var(&ifVersion, "if-version", 0, "apply only if the enrollment is still at this version")
-	att.register(f, false)
-	act.register(f)
+	u.register(f, "enrollment", false)
 	return cmd
+}
+
+// updateFlags are the flags update takes for individual enrollments and
+// groups alike (all but the attestation's and --device-id are the same),
+// read by one piece of code for both.
+type updateFlags struct {
+	att                 attestationFlags
+	act                 activationFlags
+	status, reprovision string
+	ifVersion           int64
+}
+
+// register adds the flags; what names the record in the --if-version
+// help, group chooses the group attestation flags.
+func (u *updateFlags) register(f *pflag.FlagSet, what string, group bool) {
+	f.StringVar(&u.status, "status", "", "enabled or disabled")
+	f.StringVar(&u.reprovision, "reprovision-policy", "", "never, reprovision-and-reset or reprovision-and-migrate (operator)")
+	f.Int64Var(&u.ifVersion, "if-version", 0, "apply only if the "+what+" is still at this version")
+	u.att.register(f, group)
+	u.act.register(f)
+}
+
+// policyUpdate holds the fields UpdateEnrollmentRequest and
+// UpdateEnrollmentGroupRequest share, nil where no flag sets them.
+type policyUpdate struct {
+	status      *registry.EnrollmentStatus
+	reprovision *registry.EnrollmentReprovisionPolicy
+	settings    api.ActivationSettings
+	version     *int64
+}
+
+// policies reads the flags of the fields both update requests share: the
+// activation settings (null removes), --status, --reprovision-policy and
+// --if-version.
+func (u *updateFlags) policies(cmd *cobra.Command) (policyUpdate, error) {
+	var p policyUpdate
+	var err error
+	if p.settings, err = u.act.settings(cmd, true); err != nil {
+		return p, err
+	}
+	f := cmd.Flags()
+	if f.Changed("status") {
+		p.status = (*registry.EnrollmentStatus)(&u.status)
+	}
+	if f.Changed("reprovision-policy") {
+		p.reprovision = (*registry.EnrollmentReprovisionPolicy)(&u.reprovision)
+	}
+	if f.Changed("if-version") {
+		p.version = &u.ifVersion
+	}
+	return p, nil
 }
 
 // any tells whether an activation flag was given.
@@ -490,14 +495,35 @@ func (a *activationFlags) any(cmd *cobra.Command) bool {
 
 // newEnrollmentStatusCmd is enable (with the activation settings) or disable.
 func newEnrollmentStatusCmd(o *clientOptions, enable bool) *cobra.Command {
+	cmd := statusCmd(o, enable, "enrollment", (*apiclient.Client).SetEnrollmentEnabled, enrollmentFields)
+	if !enable {
+		cmd.Use = "disable REGISTRATION_ID"
+		cmd.Short = "Disable an individual enrollment: the device's registrations are refused"
+		return cmd
+	}
+	cmd.Use = "enable REGISTRATION_ID [flags]"
+	cmd.Short = "Enable (activate) an individual enrollment, with its initial twin, hubs and payload"
+	cmd.Long = "Enable an individual enrollment: the machine maker's activation. The activation settings\n" +
+		"given (--tags, --desired, --payload, --iot-hub, --allocation-policy) are set in the same write.\n" +
+		"An oem key may do this."
+	cmd.Example = "  zerotouch enrollment enable press-0042 --tags '{\"chassis\":\"C-17\",\"site\":\"Lyon\"}' --desired @twin.json"
+	return cmd
+}
+
+// statusCmd is the enable or disable command of individual enrollments
+// and groups, which differ only in the record: enable also sets the
+// activation settings given, in the same write. what names the record in
+// the --if-version help, set is the client call, table prints the answer;
+// the caller names the command and describes it.
+func statusCmd[T any](o *clientOptions, enable bool, what string,
+	set func(*apiclient.Client, context.Context, string, bool, api.ActivateEnrollmentRequest) (*T, error),
+	table func(w io.Writer, v *T)) *cobra.Command {
 	var (
 		act       activationFlags
 		ifVersion int64
 	)
 	cmd := &cobra.Command{
-		Use:   "disable REGISTRATION_ID",
-		Short: "Disable an individual enrollment: the device's registrations are refused",
-		Args:  exactArgs(1),
+		Args: exactArgs(1),
 		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
 			var req api.ActivateEnrollmentRequest
 			var err error
@@ -509,21 +535,15 @@ func newEnrollmentStatusCmd(o *clientOptions, enable bool) *cobra.Command {
 			if cmd.Flags().Changed("if-version") {
 				req.Version = &ifVersion
 			}
-			e, err := c.SetEnrollmentEnabled(ctx, args[0], enable, req)
+			v, err := set(c, ctx, args[0], enable, req)
 			if err != nil {
 				return err
 			}
-			return o.print(cmd, e, func(w io.Writer) { enrollmentFields(w, e) })
+			return o.print(cmd, v, func(w io.Writer) { table(w, v) })
 		}),
 	}
-	cmd.Flags().Int64Var(&ifVersion, "if-version", 0, "apply only if the enrollment is still at this version")
+	cmd.Flags().Int64Var(&ifVersion, "if-version", 0, "apply only if the "+what+" is still at this version")
 	if enable {
-		cmd.Use = "enable REGISTRATION_ID [flags]"
-		cmd.Short = "Enable (activate) an individual enrollment, with its initial twin, hubs and payload"
-		cmd.Long = "Enable an individual enrollment: the machine maker's activation. The activation settings\n" +
-			"given (--tags, --desired, --payload, --iot-hub, --allocation-policy) are set in the same write.\n" +
-			"An oem key may do this."
-		cmd.Example = "  zerotouch enrollment enable press-0042 --tags '{\"chassis\":\"C-17\",\"site\":\"Lyon\"}' --desired @twin.json"
 		act.register(cmd.Flags())
 	}
 	return cmd
@@ -628,58 +648,22 @@ func newGroupCreateCmd(o *clientOptions) *cobra.Command {
 }
 
 func newGroupListCmd(o *clientOptions) *cobra.Command {
-	var (
-		limit int
-		after string
-		all   bool
-	)
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List enrollment groups",
-		Args:  exactArgs(0),
-		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
-			page, err := collect(all, after, func(after string) (*api.List[registry.EnrollmentGroup], error) {
-				return c.ListEnrollmentGroups(ctx, limit, after)
-			})
-			if err != nil {
-				return err
-			}
-			return printList(o, cmd, page, "after", func(w io.Writer) {
-				row(w, "GROUP ID", "STATUS", "ATTESTATION", "ALLOCATION", "IOT HUBS", "VERSION")
-				for _, g := range page.Items {
-					row(w, g.ID, string(g.Status), string(g.Attestation.Type), allocationOf(&g.EnrollmentPolicies),
-						orDash(strings.Join(g.IoTHubs, ",")), strconv.FormatInt(g.Version, 10))
-				}
-			})
-		}),
-	}
-	pageFlags(cmd, &limit, &after, &all)
-	return cmd
+	return listCmd(o, "List enrollment groups", (*apiclient.Client).ListEnrollmentGroups, func(w io.Writer, items []registry.EnrollmentGroup) {
+		row(w, "GROUP ID", "STATUS", "ATTESTATION", "ALLOCATION", "IOT HUBS", "VERSION")
+		for _, g := range items {
+			row(w, g.ID, string(g.Status), string(g.Attestation.Type), allocationOf(&g.EnrollmentPolicies),
+				orDash(strings.Join(g.IoTHubs, ",")), strconv.FormatInt(g.Version, 10))
+		}
+	})
 }
 
 func newGroupShowCmd(o *clientOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:     "show GROUP_ID",
-		Aliases: []string{"get"},
-		Short:   "Show an enrollment group (its keys only to operator and admin keys)",
-		Args:    exactArgs(1),
-		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
-			g, err := c.GetEnrollmentGroup(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			return o.print(cmd, g, func(w io.Writer) { groupFields(w, g) })
-		}),
-	}
+	return showCmd(o, "show GROUP_ID", "Show an enrollment group (its keys only to operator and admin keys)",
+		(*apiclient.Client).GetEnrollmentGroup, groupFields)
 }
 
 func newGroupUpdateCmd(o *clientOptions) *cobra.Command {
-	var (
-		att                 attestationFlags
-		act                 activationFlags
-		status, reprovision string
-		ifVersion           int64
-	)
+	var u updateFlags
 	cmd := &cobra.Command{
 		Use:   "update GROUP_ID [flags]",
 		Short: "Change some fields of an enrollment group",
@@ -690,24 +674,16 @@ func newGroupUpdateCmd(o *clientOptions) *cobra.Command {
 		Args: exactArgs(1),
 		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
 			var req api.UpdateEnrollmentGroupRequest
-			f := cmd.Flags()
 			var err error
-			if req.Attestation, err = att.groupAttestation(cmd, false); err != nil {
+			if req.Attestation, err = u.att.groupAttestation(cmd, false); err != nil {
 				return err
 			}
-			if req.ActivationSettings, err = act.settings(cmd, true); err != nil {
+			p, err := u.policies(cmd)
+			if err != nil {
 				return err
 			}
-			if f.Changed("status") {
-				req.Status = (*registry.EnrollmentStatus)(&status)
-			}
-			if f.Changed("reprovision-policy") {
-				req.ReprovisionPolicy = (*registry.EnrollmentReprovisionPolicy)(&reprovision)
-			}
-			if f.Changed("if-version") {
-				req.Version = &ifVersion
-			}
-			if req.Attestation == nil && req.Status == nil && req.ReprovisionPolicy == nil && !act.any(cmd) {
+			req.Status, req.ReprovisionPolicy, req.ActivationSettings, req.Version = p.status, p.reprovision, p.settings, p.version
+			if req.Attestation == nil && req.Status == nil && req.ReprovisionPolicy == nil && !u.act.any(cmd) {
 				return usageError(cmd, errors.New("nothing to change: give at least one flag"))
 			}
 			g, err := c.UpdateEnrollmentGroup(ctx, args[0], req)
@@ -717,48 +693,19 @@ func newGroupUpdateCmd(o *clientOptions) *cobra.Command {
 			return o.print(cmd, g, func(w io.Writer) { groupFields(w, g) })
 		}),
 	}
-	f := cmd.Flags()
-	f.StringVar(&status, "status", "", "enabled or disabled")
-	f.StringVar(&reprovision, "reprovision-policy", "", "never, reprovision-and-reset or reprovision-and-migrate (operator)")
-	f.Int64Var(&ifVersion, "if-version", 0, "apply only if the group is still at this version")
-	att.register(f, true)
-	act.register(f)
+	u.register(cmd.Flags(), "group", true)
 	return cmd
 }
 
 func newGroupStatusCmd(o *clientOptions, enable bool) *cobra.Command {
-	var (
-		act       activationFlags
-		ifVersion int64
-	)
-	cmd := &cobra.Command{
-		Use:   "disable GROUP_ID",
-		Short: "Disable an enrollment group: its devices' registrations are refused",
-		Args:  exactArgs(1),
-		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
-			var req api.ActivateEnrollmentRequest
-			var err error
-			if enable {
-				if req.ActivationSettings, err = act.settings(cmd, false); err != nil {
-					return err
-				}
-			}
-			if cmd.Flags().Changed("if-version") {
-				req.Version = &ifVersion
-			}
-			g, err := c.SetEnrollmentGroupEnabled(ctx, args[0], enable, req)
-			if err != nil {
-				return err
-			}
-			return o.print(cmd, g, func(w io.Writer) { groupFields(w, g) })
-		}),
+	cmd := statusCmd(o, enable, "group", (*apiclient.Client).SetEnrollmentGroupEnabled, groupFields)
+	if !enable {
+		cmd.Use = "disable GROUP_ID"
+		cmd.Short = "Disable an enrollment group: its devices' registrations are refused"
+		return cmd
 	}
-	cmd.Flags().Int64Var(&ifVersion, "if-version", 0, "apply only if the group is still at this version")
-	if enable {
-		cmd.Use = "enable GROUP_ID [flags]"
-		cmd.Short = "Enable an enrollment group, with its initial twin, hubs and payload"
-		act.register(cmd.Flags())
-	}
+	cmd.Use = "enable GROUP_ID [flags]"
+	cmd.Short = "Enable an enrollment group, with its initial twin, hubs and payload"
 	return cmd
 }
 

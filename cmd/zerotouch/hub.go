@@ -70,53 +70,21 @@ func newHubAddCmd(o *clientOptions) *cobra.Command {
 }
 
 func newHubListCmd(o *clientOptions) *cobra.Command {
-	var (
-		limit int
-		after string
-		all   bool
-	)
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the hubs: the built-in hub first, then the registered ones",
-		Args:  exactArgs(0),
-		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
-			page, err := collect(all, after, func(after string) (*api.List[api.HubInfo], error) {
-				return c.ListHubs(ctx, limit, after)
-			})
-			if err != nil {
-				return err
+	return listCmd(o, "List the hubs: the built-in hub first, then the registered ones", (*apiclient.Client).ListHubs, func(w io.Writer, items []api.HubInfo) {
+		row(w, "NAME", "WEIGHT", "REGION", "STATUS", "BUILTIN", "VERSION")
+		for _, h := range items {
+			version := strconv.FormatInt(h.Version, 10)
+			builtin := "no"
+			if h.Builtin {
+				version, builtin = "-", "yes"
 			}
-			return printList(o, cmd, page, "after", func(w io.Writer) {
-				row(w, "NAME", "WEIGHT", "REGION", "STATUS", "BUILTIN", "VERSION")
-				for _, h := range page.Items {
-					version := strconv.FormatInt(h.Version, 10)
-					builtin := "no"
-					if h.Builtin {
-						version, builtin = "-", "yes"
-					}
-					row(w, h.Name, strconv.Itoa(h.Weight), orDash(h.Region), hubStatus(h.Enabled), builtin, version)
-				}
-			})
-		}),
-	}
-	pageFlags(cmd, &limit, &after, &all)
-	return cmd
+			row(w, h.Name, strconv.Itoa(h.Weight), orDash(h.Region), hubStatus(h.Enabled), builtin, version)
+		}
+	})
 }
 
 func newHubShowCmd(o *clientOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:     "show NAME",
-		Aliases: []string{"get"},
-		Short:   "Show a hub (the built-in hub too)",
-		Args:    exactArgs(1),
-		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
-			h, err := c.GetHub(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			return o.print(cmd, h, func(w io.Writer) { hubFields(w, h) })
-		}),
-	}
+	return showCmd(o, "show NAME", "Show a hub (the built-in hub too)", (*apiclient.Client).GetHub, hubFields)
 }
 
 func newHubUpdateCmd(o *clientOptions) *cobra.Command {

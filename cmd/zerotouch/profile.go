@@ -79,32 +79,12 @@ func newProfileCreateCmd(o *clientOptions) *cobra.Command {
 }
 
 func newProfileListCmd(o *clientOptions) *cobra.Command {
-	var (
-		limit int
-		after string
-		all   bool
-	)
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List device profiles",
-		Args:  exactArgs(0),
-		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
-			page, err := collect(all, after, func(after string) (*api.List[registry.Profile], error) {
-				return c.ListProfiles(ctx, limit, after)
-			})
-			if err != nil {
-				return err
-			}
-			return printList(o, cmd, page, "after", func(w io.Writer) {
-				row(w, "ID", "NAME", "STRATEGY", "CREDENTIALS", "REPROVISION", "PROVISION KEY")
-				for _, p := range page.Items {
-					row(w, p.ID, p.Name, string(p.Strategy), string(p.DefaultCredentialType), string(p.ReprovisionPolicy), p.ProvisionKey)
-				}
-			})
-		}),
-	}
-	pageFlags(cmd, &limit, &after, &all)
-	return cmd
+	return listCmd(o, "List device profiles", (*apiclient.Client).ListProfiles, func(w io.Writer, items []registry.Profile) {
+		row(w, "ID", "NAME", "STRATEGY", "CREDENTIALS", "REPROVISION", "PROVISION KEY")
+		for _, p := range items {
+			row(w, p.ID, p.Name, string(p.Strategy), string(p.DefaultCredentialType), string(p.ReprovisionPolicy), p.ProvisionKey)
+		}
+	})
 }
 
 func newProfileUpdateCmd(o *clientOptions) *cobra.Command {
@@ -212,4 +192,52 @@ func printList[T any](o *clientOptions, cmd *cobra.Command, l *api.List[T], curs
 		cmd.PrintErrf("more results: repeat with --%s %s\n", cursorFlag, l.Next)
 	}
 	return nil
+}
+
+// listCmd is "list" for one kind of record, paged with --limit, --after and
+// --all, so that every kind lists, pages and prints its cursor alike:
+// fetch is the client call, table writes the heading and the rows.
+func listCmd[T any](o *clientOptions, short string, fetch func(*apiclient.Client, context.Context, int, string) (*api.List[T], error),
+	table func(w io.Writer, items []T)) *cobra.Command {
+	var (
+		limit int
+		after string
+		all   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: short,
+		Args:  exactArgs(0),
+		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
+			page, err := collect(all, after, func(after string) (*api.List[T], error) {
+				return fetch(c, ctx, limit, after)
+			})
+			if err != nil {
+				return err
+			}
+			return printList(o, cmd, page, "after", func(w io.Writer) { table(w, page.Items) })
+		}),
+	}
+	pageFlags(cmd, &limit, &after, &all)
+	return cmd
+}
+
+// showCmd is "show ID" (alias get) for one kind of record, so that every
+// kind reads and prints one record alike: get is the client call, table
+// writes its fields.
+func showCmd[T any](o *clientOptions, use, short string, get func(*apiclient.Client, context.Context, string) (*T, error),
+	table func(w io.Writer, v *T)) *cobra.Command {
+	return &cobra.Command{
+		Use:     use,
+		Aliases: []string{"get"},
+		Short:   short,
+		Args:    exactArgs(1),
+		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string, c *apiclient.Client) error {
+			v, err := get(c, ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return o.print(cmd, v, func(w io.Writer) { table(w, v) })
+		}),
+	}
 }

@@ -148,11 +148,13 @@ type DerivedDeviceKey struct {
 const activationFields = "status, initialTwin, payload, iotHubs and allocationPolicy"
 
 // enrollmentKind gives the generic handlers below what differs between
-// individual enrollments and enrollment groups.
+// individual enrollments and enrollment groups (and hubs, see hubKind).
 type enrollmentKind[T any] struct {
 	what   string // "enrollment", "enrollment group"
 	action string // audit action prefix: "enrollment", "enrollment-group"
 	param  string // path parameter of the id
+	path   string // the collection's path; a record's is path/id
+	create func(ctx context.Context, v *T) error
 	get    func(ctx context.Context, orgID, id string) (*T, error)
 	list   func(ctx context.Context, orgID string, opts registry.ListOptions) ([]T, string, error)
 	update func(ctx context.Context, v *T) error
@@ -166,8 +168,9 @@ type enrollmentKind[T any] struct {
 
 func (s *server) enrollments() *enrollmentKind[registry.Enrollment] {
 	return &enrollmentKind[registry.Enrollment]{
-		what: "enrollment", action: "enrollment", param: "registrationId",
-		get: s.store.GetEnrollment, list: s.store.ListEnrollments, update: s.store.UpdateEnrollment, delete: s.store.DeleteEnrollment,
+		what: "enrollment", action: "enrollment", param: "registrationId", path: "/api/enrollments",
+		create: s.store.CreateEnrollment, get: s.store.GetEnrollment, list: s.store.ListEnrollments,
+		update: s.store.UpdateEnrollment, delete: s.store.DeleteEnrollment,
 		id:     func(e *registry.Enrollment) string { return e.RegistrationID },
 		policy: func(e *registry.Enrollment) *registry.EnrollmentPolicies { return &e.EnrollmentPolicies },
 		ver:    func(e *registry.Enrollment) int64 { return e.Version },
@@ -179,8 +182,9 @@ func (s *server) enrollments() *enrollmentKind[registry.Enrollment] {
 
 func (s *server) enrollmentGroups() *enrollmentKind[registry.EnrollmentGroup] {
 	return &enrollmentKind[registry.EnrollmentGroup]{
-		what: "enrollment group", action: "enrollment-group", param: "id",
-		get: s.store.GetEnrollmentGroup, list: s.store.ListEnrollmentGroups, update: s.store.UpdateEnrollmentGroup, delete: s.store.DeleteEnrollmentGroup,
+		what: "enrollment group", action: "enrollment-group", param: "id", path: "/api/enrollment-groups",
+		create: s.store.CreateEnrollmentGroup, get: s.store.GetEnrollmentGroup, list: s.store.ListEnrollmentGroups,
+		update: s.store.UpdateEnrollmentGroup, delete: s.store.DeleteEnrollmentGroup,
 		id:     func(g *registry.EnrollmentGroup) string { return g.ID },
 		policy: func(g *registry.EnrollmentGroup) *registry.EnrollmentPolicies { return &g.EnrollmentPolicies },
 		ver:    func(g *registry.EnrollmentGroup) int64 { return g.Version },
@@ -310,6 +314,20 @@ func modifyAnswer[T any](s *server, k *enrollmentKind[T], w http.ResponseWriter,
 func (k *enrollmentKind[T]) changedSince(r *http.Request, key *registry.APIKey, id string, base int64) bool {
 	cur, err := k.get(r.Context(), key.OrgID, id)
 	return err == nil && k.ver(cur) != base
+}
+
+// createEnrollmentOf ends the create route of every kind: it writes v, a
+// new record the caller has decoded, defaulted and validated, records the
+// event <action>.create with detail and answers v, 201 with its Location.
+func createEnrollmentOf[T any](s *server, k *enrollmentKind[T], w http.ResponseWriter, r *http.Request, key *registry.APIKey,
+	v *T, detail string) error {
+	if err := k.create(r.Context(), v); err != nil {
+		return err
+	}
+	s.audit(r, key, registry.AuditEvent{Action: k.action + ".create", Detail: detail})
+	w.Header().Set("Location", k.path+"/"+k.id(v))
+	k.answer(w, key, http.StatusCreated, v)
+	return nil
 }
 
 func listEnrollmentsOf[T any](k *enrollmentKind[T], w http.ResponseWriter, r *http.Request, key *registry.APIKey) error {
@@ -520,14 +538,8 @@ func (s *server) createEnrollment(w http.ResponseWriter, r *http.Request, key *r
 	if err := e.Validate(); err != nil {
 		return err
 	}
-	if err := s.store.CreateEnrollment(r.Context(), e); err != nil {
-		return err
-	}
-	s.audit(r, key, registry.AuditEvent{Action: "enrollment.create",
-		Detail: fmt.Sprintf("created enrollment %s (%s, %s)", e.RegistrationID, e.Attestation.Type, e.Status)})
-	w.Header().Set("Location", "/api/enrollments/"+e.RegistrationID)
-	s.enrollments().answer(w, key, http.StatusCreated, e)
-	return nil
+	return createEnrollmentOf(s, s.enrollments(), w, r, key, e,
+		fmt.Sprintf("created enrollment %s (%s, %s)", e.RegistrationID, e.Attestation.Type, e.Status))
 }
 
 func (s *server) listEnrollments(w http.ResponseWriter, r *http.Request, key *registry.APIKey) error {
@@ -633,14 +645,8 @@ func (s *server) createEnrollmentGroup(w http.ResponseWriter, r *http.Request, k
 	if err := g.Validate(); err != nil {
 		return err
 	}
-	if err := s.store.CreateEnrollmentGroup(r.Context(), g); err != nil {
-		return err
-	}
-	s.audit(r, key, registry.AuditEvent{Action: "enrollment-group.create",
-		Detail: fmt.Sprintf("created enrollment group %s (%s, %s)", g.ID, g.Attestation.Type, g.Status)})
-	w.Header().Set("Location", "/api/enrollment-groups/"+g.ID)
-	s.enrollmentGroups().answer(w, key, http.StatusCreated, g)
-	return nil
+	return createEnrollmentOf(s, s.enrollmentGroups(), w, r, key, g,
+		fmt.Sprintf("created enrollment group %s (%s, %s)", g.ID, g.Attestation.Type, g.Status))
 }
 
 func (s *server) listEnrollmentGroups(w http.ResponseWriter, r *http.Request, key *registry.APIKey) error {

@@ -52,8 +52,9 @@ type UpdateHubRequest struct {
 // ETag, If-Match, optimistic update, audit).
 func (s *server) hubKind() *enrollmentKind[registry.Hub] {
 	return &enrollmentKind[registry.Hub]{
-		what: "hub", action: "hub", param: "name",
-		get: s.store.GetHub, list: s.store.ListHubs, update: s.store.UpdateHub, delete: s.store.DeleteHub,
+		what: "hub", action: "hub", param: "name", path: "/api/hubs",
+		create: s.store.CreateHub, get: s.store.GetHub, list: s.store.ListHubs,
+		update: s.store.UpdateHub, delete: s.store.DeleteHub,
 		id:       func(h *registry.Hub) string { return h.Name },
 		ver:      func(h *registry.Hub) int64 { return h.Version },
 		hideKeys: func(*registry.Hub) {},
@@ -121,14 +122,8 @@ func (s *server) createHub(w http.ResponseWriter, r *http.Request, key *registry
 	if _, ok := s.isBuiltinHub(key.OrgID, h.Name); ok {
 		return registry.Conflict("hub", fmt.Sprintf("%q is this node's built-in hub, always a candidate: it cannot be registered", h.Name))
 	}
-	if err := s.store.CreateHub(r.Context(), h); err != nil {
-		return err
-	}
-	s.audit(r, key, registry.AuditEvent{Action: "hub.create",
-		Detail: fmt.Sprintf("registered hub %s (weight %d, region %q, %s)", h.Name, h.Weight, h.Region, enabledWord(h.Enabled))})
-	w.Header().Set("Location", "/api/hubs/"+h.Name)
-	s.hubKind().answer(w, key, http.StatusCreated, h)
-	return nil
+	return createEnrollmentOf(s, s.hubKind(), w, r, key, h,
+		fmt.Sprintf("registered hub %s (weight %d, region %q, %s)", h.Name, h.Weight, h.Region, enabledWord(h.Enabled)))
 }
 
 func enabledWord(enabled bool) string {
