@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zerotouch/zerotouch/internal/apiclient"
 	"github.com/zerotouch/zerotouch/internal/bench"
 	"github.com/zerotouch/zerotouch/internal/config"
 	"github.com/zerotouch/zerotouch/internal/provision"
@@ -24,12 +25,23 @@ const benchTestKey = "zt_cli_bench_admin_key_0123456789abcdef"
 // startBenchServer starts a full node (MQTT included) on ephemeral ports.
 func startBenchServer(t *testing.T) (httpURL, mqttAddr string) {
 	t.Helper()
+	httpURL, mqttAddr, _ = startBenchServerWith(t, false)
+	return httpURL, mqttAddr
+}
+
+// startBenchServerWith is startBenchServer, with the MQTTS listener (its
+// address the third result) when mqtts.
+func startBenchServerWith(t *testing.T, mqtts bool) (httpURL, mqttAddr, mqttsAddr string) {
+	t.Helper()
 	t.Setenv("ZEROTOUCH_API_KEY", "")
 	t.Setenv("ZEROTOUCH_SERVER", "")
 	cfg := config.Defaults()
 	cfg.DataDir = t.TempDir()
 	cfg.HTTP, cfg.MQTT = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.HTTPS, cfg.MQTTS = config.Off, config.Off
+	if mqtts {
+		cfg.MQTTS = "127.0.0.1:0"
+	}
 	cfg.AdminKey = benchTestKey
 	lenient := &provision.FailureLimiter{Burst: 1 << 20, Leak: time.Second, Base: time.Millisecond, Max: time.Millisecond, MaxSources: 16}
 	srv, err := server.Start(context.Background(), cfg, server.Options{Logger: slog.New(slog.DiscardHandler), Banner: io.Discard, Limiter: lenient})
@@ -41,7 +53,10 @@ func startBenchServer(t *testing.T) (httpURL, mqttAddr string) {
 		defer cancel()
 		srv.Close(ctx)
 	})
-	return "http://" + srv.HTTPAddr().String(), srv.MQTTAddr().String()
+	if mqtts {
+		mqttsAddr = srv.MQTTSAddr().String()
+	}
+	return "http://" + srv.HTTPAddr().String(), srv.MQTTAddr().String(), mqttsAddr
 }
 
 func TestBenchProvision(t *testing.T) {
@@ -77,6 +92,46 @@ func TestBenchProvision(t *testing.T) {
 	}
 }
 
+func TestBenchProvisionDPS(t *testing.T) {
+	base, _, mqtts := startBenchServerWith(t, true)
+	r := execute("bench", "provision", "--dialect", "azure-dps", "--http", base, "--mqtts", mqtts, "--api-key", benchTestKey,
+		"-n", "50", "-c", "25", "--sources", "2", "--dps-poll-now", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("-o json: %v\n%s", err, r.stdout)
+	}
+	if rep.Succeeded != 50 || rep.Failed != 0 || rep.Dialect != "azure-dps" || rep.Credentials != "symmetric-key" || rep.DPSPoll != "at once" || rep.Target != mqtts {
+		t.Errorf("report: %+v", rep)
+	}
+	for _, want := range []string{"created temporary enrollment group bench-", "50/50 devices", "deleted 50 devices and enrollment group"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+
+	// An existing group (--id-scope, --group-key), no API key: the CA
+	// chain still comes from the server, and the retry-after is waited.
+	c, err := apiclient.New(base, benchTestKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx, err := bench.CreateDPSFixture(t.Context(), c, "cli-group", "cli-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = execute("bench", "provision", "--dialect", "azure-dps", "--http", base, "--mqtts", mqtts, "--id-scope", fx.IDScope, "--group-key", fx.GroupKey,
+		"--prefix", "cli-", "-n", "20", "-c", "20")
+	if r.code != 0 || !strings.Contains(r.stdout, "20 succeeded, 0 failed") || !strings.Contains(r.stdout, "after the retry-after the server gave") {
+		t.Fatalf("existing group: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	if n, err := fx.Cleanup(t.Context(), nil); err != nil || n != 20 {
+		t.Errorf("cleanup of the existing group: %d devices, %v", n, err)
+	}
+}
+
 func TestBenchProvisionFailures(t *testing.T) {
 	t.Setenv("ZEROTOUCH_API_KEY", "")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -90,7 +145,11 @@ func TestBenchProvisionFailures(t *testing.T) {
 		code int
 		out  string // in stdout (the report) or stderr
 	}{
-		{[]string{"--dialect", "azure-dps", "--profile-key", "k", "--profile-secret", "s"}, exitUsage, `only "thingsboard"`},
+		{[]string{"--dialect", "aws-fleet", "--profile-key", "k", "--profile-secret", "s"}, exitUsage, `want "thingsboard" or "azure-dps"`},
+		{[]string{"--dialect", "azure-dps", "--credentials", "token", "--id-scope", "x", "--group-key", "k"}, exitUsage, `supports only "symmetric-key"`},
+		{[]string{"--dialect", "azure-dps", "--id-scope", "x"}, exitUsage, "both --id-scope and --group-key"},
+		{[]string{"--dialect", "azure-dps"}, exitUsage, "no enrollment group"},
+		{[]string{"--dialect", "azure-dps", "--keep-connected", "--id-scope", "x", "--group-key", "k"}, exitUsage, "do not connect to their hub yet"},
 		{[]string{"--credentials", "x509", "--profile-key", "k", "--profile-secret", "s"}, exitUsage, `supports only "token"`},
 		{[]string{"--profile-key", "k"}, exitUsage, "both --profile-key and --profile-secret"},
 		{nil, exitUsage, "no profile"},

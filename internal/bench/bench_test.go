@@ -3,9 +3,12 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -23,8 +26,13 @@ import (
 const testAdminKey = "zt_bench_test_admin_key_0123456789abcdef"
 
 // startServer starts a full zerotouch node on ephemeral loopback ports
-// and returns it with its HTTP base URL.
-func startServer(t *testing.T) (*server.Server, string) {
+// (MQTTS off) and returns it with its HTTP base URL.
+func startServer(t testing.TB) (*server.Server, string) {
+	return startServerWith(t, false)
+}
+
+// startServerWith is startServer, with the MQTTS listener when mqtts.
+func startServerWith(t testing.TB, mqtts bool) (*server.Server, string) {
 	t.Helper()
 	cfg := config.Defaults()
 	cfg.DataDir = t.TempDir()
@@ -32,6 +40,9 @@ func startServer(t *testing.T) (*server.Server, string) {
 	cfg.MQTT = "127.0.0.1:0"
 	cfg.HTTPS = config.Off
 	cfg.MQTTS = config.Off
+	if mqtts {
+		cfg.MQTTS = "127.0.0.1:0"
+	}
 	cfg.AdminKey = testAdminKey
 	// Refusals are not what is tested here: a limiter that lets them by.
 	lenient := &provision.FailureLimiter{Burst: 1 << 20, Leak: time.Second, Base: time.Millisecond, Max: time.Millisecond, MaxSources: 16}
@@ -227,8 +238,14 @@ func TestStormInterrupted(t *testing.T) {
 }
 
 func TestValidateRefusesOtherDialects(t *testing.T) {
+	dps := Target{MQTTSAddr: "127.0.0.1:1", IDScope: "0ne00000001", GroupKey: "a2V5"}
 	for _, c := range []Config{
-		{Target: Target{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s"}, Dialect: "azure-dps"},
+		{Target: Target{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s"}, Dialect: "aws-fleet"},
+		{Target: Target{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s"}, Dialect: DialectAzureDPS},
+		{Target: Target{MQTTSAddr: "127.0.0.1:1"}, Dialect: DialectAzureDPS},
+		{Target: Target{MQTTSAddr: "nowhere", IDScope: "0ne00000001", GroupKey: "a2V5"}, Dialect: DialectAzureDPS},
+		{Target: dps, Dialect: DialectAzureDPS, Credentials: CredentialsToken},
+		{Target: dps, Dialect: DialectAzureDPS, KeepConnected: true},
 		{Target: Target{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s"}, Credentials: "x509"},
 		{Target: Target{MQTTAddr: "nowhere", ProfileKey: "k", ProfileSecret: "s"}},
 		{Target: Target{MQTTAddr: "127.0.0.1:1"}},
@@ -237,6 +254,16 @@ func TestValidateRefusesOtherDialects(t *testing.T) {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%+v: accepted", c)
 		}
+	}
+}
+
+func TestValidateDPSDefaults(t *testing.T) {
+	c := Config{Target: Target{MQTTSAddr: "127.0.0.1:8883", IDScope: "0ne00000001", GroupKey: "a2V5"}, Dialect: DialectAzureDPS}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Credentials != CredentialsSymmetricKey || c.ServerName != "127.0.0.1" || c.dialAddr() != "127.0.0.1:8883" {
+		t.Errorf("defaults: credentials %q, server name %q, dials %q", c.Credentials, c.ServerName, c.dialAddr())
 	}
 }
 
@@ -307,4 +334,165 @@ func TestStormServerDies(t *testing.T) {
 	var text bytes.Buffer
 	rep.WriteText(&text)
 	t.Logf("report:\n%s", text.String())
+}
+
+// TestDPSStormAddsUp: Azure DPS registrations over MQTTS against a real
+// node, with a temporary enrollment group; once waiting the server's
+// retry-after, once polling at once. Every device is assigned, the report
+// adds up, and the cleanup leaves neither devices nor the group.
+func TestDPSStormAddsUp(t *testing.T) {
+	srv, base := startServerWith(t, true)
+	client, err := apiclient.New(base, testAdminKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	prefix := "dps-test-"
+	fx, err := CreateDPSFixture(ctx, client, prefix+"group", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	for _, pollNow := range []bool{false, true} {
+		target := Target{MQTTSAddr: srv.MQTTSAddr().String(), MetricsURL: base, Sources: 4, NamePrefix: fmt.Sprintf("%sNow-%t-", prefix, pollNow)}
+		if err := fx.Apply(&target); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		rep, err := Run(ctx, Config{Dialect: DialectAzureDPS, Target: target, Devices: n, Concurrency: 100, DPSPollNow: pollNow})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var text bytes.Buffer
+		rep.WriteText(&text)
+		t.Logf("poll now %t: %.2f s (%v)\n%s", pollNow, rep.DurationSeconds, time.Since(start), text.String())
+		sum := 0
+		for _, c := range rep.Errors {
+			sum += c
+		}
+		if rep.Succeeded != n || rep.Failed != 0 || rep.Succeeded+rep.Failed != rep.Devices || sum != rep.Failed {
+			t.Fatalf("succeeded %d, failed %d of %d: %v %v", rep.Succeeded, rep.Failed, rep.Devices, rep.Errors, rep.ErrorExamples)
+		}
+		if rep.Dialect != DialectAzureDPS || rep.Credentials != CredentialsSymmetricKey || rep.Target != srv.MQTTSAddr().String() || rep.DPSRetryAfterSeconds != 1 {
+			t.Errorf("report header: %+v", rep)
+		}
+		var phases []Phase
+		for _, l := range rep.Latency {
+			phases = append(phases, l.Phase)
+			if l.Count != n || l.P50 <= 0 || l.P50 > l.P90 || l.P90 > l.P99 || l.P99 > l.Max {
+				t.Errorf("latency of %s: %+v", l.Phase, l)
+			}
+		}
+		if fmt.Sprint(phases) != "[connect register assigned total]" {
+			t.Errorf("phases %v", phases)
+		}
+		total := rep.Latency[len(rep.Latency)-1]
+		if pollNow && rep.DPSPoll != "at once" || !pollNow && (rep.DPSPoll != "retry-after" || total.P50 < 1000) {
+			t.Errorf("polling %q with a p50 of %.0f ms, poll now %t", rep.DPSPoll, total.P50, pollNow)
+		}
+		var perSecond int
+		for _, s := range rep.Timeline {
+			perSecond += s.Completed + s.Failed
+		}
+		if perSecond != n {
+			t.Errorf("timeline counts %d devices, want %d", perSecond, n)
+		}
+		if rep.Server == nil || rep.Server.Error != "" || rep.Server.ProvisionResults["success"] != n {
+			t.Errorf("server figures: %+v", rep.Server)
+		}
+		if !strings.Contains(text.String(), "200 succeeded, 0 failed") || !strings.Contains(text.String(), "polling:") {
+			t.Errorf("text report:\n%s", text.String())
+		}
+		checkSVG(t, rep)
+	}
+	// The devices are the server's, named by their registration ids.
+	page, err := client.ListDevices(ctx, apiclient.DeviceFilter{ProfileName: "azure-dps", NamePrefix: prefix, Limit: registry.MaxPageSize})
+	if err != nil || len(page.Items) != 2*n {
+		t.Fatalf("server lists %d DPS devices (%v), want %d", len(page.Items), err, 2*n)
+	}
+	deleted, err := fx.Cleanup(ctx, nil)
+	if err != nil || deleted != 2*n {
+		t.Fatalf("cleanup deleted %d devices: %v", deleted, err)
+	}
+	if _, err := client.GetEnrollmentGroup(ctx, fx.GroupID); err == nil {
+		t.Error("the bench enrollment group survived its cleanup")
+	}
+}
+
+// TestDPSStormFailures: a wrong group key is refused by the server
+// (provision-failed, with DPS's 401), a server certificate the bench does
+// not trust fails the handshake (connect).
+func TestDPSStormFailures(t *testing.T) {
+	srv, base := startServerWith(t, true)
+	client, _ := apiclient.New(base, testAdminKey)
+	ctx := context.Background()
+	fx, err := CreateDPSFixture(ctx, client, "dps-fail-group", "dps-fail-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fx.Cleanup(ctx, nil)
+	const n = 20
+	target := Target{MQTTSAddr: srv.MQTTSAddr().String(), NamePrefix: "dps-fail-", Timeout: 3 * time.Second}
+	if err := fx.Apply(&target); err != nil {
+		t.Fatal(err)
+	}
+	wrong := target
+	wrong.GroupKey = "d3Jvbmcga2V5IHdyb25nIGtleSB3cm9uZyBrZXk="
+	rep, err := Run(ctx, Config{Dialect: DialectAzureDPS, Target: wrong, Devices: n, Concurrency: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed != n || rep.Errors[KindProvision] != n || !strings.Contains(rep.ErrorExamples[KindProvision], "401") {
+		t.Fatalf("wrong key: errors %v (%v), want %d of kind %s", rep.Errors, rep.ErrorExamples, n, KindProvision)
+	}
+	untrusted := target
+	untrusted.RootCAs = x509.NewCertPool()
+	rep, err = Run(ctx, Config{Dialect: DialectAzureDPS, Target: untrusted, Devices: n, Concurrency: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed != n || rep.Errors[KindConnect] != n || rep.Succeeded+rep.Failed != n {
+		t.Fatalf("untrusted server: errors %v (%v), want %d of kind %s", rep.Errors, rep.ErrorExamples, n, KindConnect)
+	}
+}
+
+var (
+	dpsBenchDevices     = flag.Int("dps.devices", 10_000, "BenchmarkDPSStorm: devices per storm")
+	dpsBenchConcurrency = flag.Int("dps.concurrency", 256, "BenchmarkDPSStorm: devices in flight")
+	dpsBenchPollNow     = flag.Bool("dps.pollnow", true, "BenchmarkDPSStorm: poll at once instead of waiting the retry-after")
+)
+
+// BenchmarkDPSStorm runs an azure-dps storm against a node in the same
+// process, so that one CPU profile holds both sides (the server's share:
+// -focus on internal/hub, internal/provision, internal/store, mochi and
+// crypto/tls.(*serverHandshakeState…)):
+//
+//	go test -run XXX -bench DPSStorm -benchtime 1x -cpuprofile /tmp/dps.prof ./internal/bench/
+func BenchmarkDPSStorm(b *testing.B) {
+	srv, base := startServerWith(b, true)
+	client, err := apiclient.New(base, testAdminKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 0; b.Loop(); i++ {
+		prefix := fmt.Sprintf("dps-bench-%d-", i)
+		fx, err := CreateDPSFixture(ctx, client, prefix+"group", prefix)
+		if err != nil {
+			b.Fatal(err)
+		}
+		target := Target{MQTTSAddr: srv.MQTTSAddr().String(), MetricsURL: base, NamePrefix: prefix}
+		if err := fx.Apply(&target); err != nil {
+			b.Fatal(err)
+		}
+		rep, err := Run(ctx, Config{Dialect: DialectAzureDPS, Target: target, Devices: *dpsBenchDevices, Concurrency: *dpsBenchConcurrency, DPSPollNow: *dpsBenchPollNow})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if rep.Failed > 0 {
+			b.Errorf("%d devices failed: %v %v", rep.Failed, rep.Errors, rep.ErrorExamples)
+		}
+		b.ReportMetric(rep.DevicesPerSecond, "devices/s")
+		b.ReportMetric(rep.Latency[len(rep.Latency)-1].P99, "p99-ms")
+	}
 }

@@ -10,7 +10,9 @@
 // with one goroutine and a small buffer per connection, so that tens of
 // thousands of them fit in the benchmark process next to the server.
 //
-// Only the ThingsBoard dialect with server-generated access tokens is
-// implemented; Config.Validate refuses the others by name, and a dialect
-// is added as an exchange function (see exchanges in storm.go).
+// Two exchanges exist: the ThingsBoard dialect with server-generated
+// access tokens, and Azure DPS registration with symmetric keys over MQTT
+// over TLS (dps.go; it ends at the assignment until zerotouch serves the
+// IoT Hub side). Config.Validate refuses the others by name, and a dialect
+// is added as a flow (see flows in storm.go).
 package bench

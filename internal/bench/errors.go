@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -16,13 +17,18 @@ type Kind string
 // happened to it.
 const (
 	// KindConnect: the TCP connection could not be opened (refused,
-	// unreachable, dial timeout): a wrong or dead server.
+	// unreachable, dial timeout), or the TLS handshake failed for want of
+	// trust (certificate not verified, not a TLS server): a wrong
+	// or dead server. A handshake that timed out or was cut off counts as
+	// KindTimeout or KindClosed.
 	KindConnect Kind = "connect"
 	// KindRefused: the server answered and said no: a CONNACK return code
 	// other than 0, or a subscription refused.
 	KindRefused Kind = "refused"
 	// KindProvision: the provisioning answer was not SUCCESS (wrong key or
-	// secret, device refused by the profile's strategy…).
+	// secret, device refused by the profile's strategy…); for azure-dps,
+	// a registration or poll answered other than 202 assigning / 200
+	// assigned (401 unauthorized, status disabled or failed, 429…).
 	KindProvision Kind = "provision-failed"
 	// KindTimeout: the server did not answer within Config.Timeout.
 	KindTimeout Kind = "timeout"
@@ -68,6 +74,15 @@ func classify(err error, phase Phase, dialing bool) *Error {
 	}
 	kind := KindProtocol
 	var ne net.Error
+	var he *handshakeError
+	var ve *tls.CertificateVerificationError
+	var rh tls.RecordHeaderError
+	if errors.As(err, &he) {
+		if errors.As(err, &ve) || errors.As(err, &rh) {
+			return &Error{Kind: KindConnect, Phase: phase, Err: err}
+		}
+		dialing = false // timed out or cut off: the server's doing
+	}
 	switch {
 	case errors.Is(err, context.Canceled):
 		kind = KindCanceled

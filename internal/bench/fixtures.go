@@ -3,8 +3,10 @@ package bench
 import (
 	"cmp"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -13,13 +15,89 @@ import (
 	"github.com/zerotouch/zerotouch/internal/registry"
 )
 
-// Fixture is a temporary provisioning profile a storm runs against,
-// created through the management API.
+// Fixture is what a storm runs against, created through the management
+// API and removed by Cleanup: a temporary provisioning profile
+// (ThingsBoard), or a temporary enrollment group (Azure DPS).
 type Fixture struct {
 	client *apiclient.Client
 	// ProfileID, Key and Secret identify the profile and let devices
 	// provision against it.
 	ProfileID, Name, Key, Secret string
+	// GroupID and GroupKey identify a symmetric-key enrollment group and
+	// its generated primary key; IDScope is the organisation's DPS ID
+	// scope and CAChain the server's CA chain (PEM), which its MQTTS
+	// listener's certificate verifies against.
+	GroupID, GroupKey, IDScope string
+	CAChain                    []byte
+	// devicePrefix starts the names of the devices the group's
+	// registrations created (lower case, as registration ids are).
+	devicePrefix string
+}
+
+// Describe names the fixture for people.
+func (f *Fixture) Describe() string {
+	if f.GroupID != "" {
+		return "enrollment group " + f.GroupID
+	}
+	return fmt.Sprintf("profile %s (%s)", f.Name, f.ProfileID)
+}
+
+// Apply points t at the fixture: the profile's key and secret, or the
+// group's key, the ID scope and the CA chain.
+func (f *Fixture) Apply(t *Target) error {
+	if f.GroupID == "" {
+		t.ProfileKey, t.ProfileSecret = f.Key, f.Secret
+		return nil
+	}
+	t.GroupKey, t.IDScope = f.GroupKey, f.IDScope
+	if t.RootCAs == nil {
+		return t.TrustCAChain(f.CAChain)
+	}
+	return nil
+}
+
+// TrustCAChain makes t's devices trust the certificates of chain (PEM),
+// e.g. the server's CA chain from GET /ca/chain.pem.
+func (t *Target) TrustCAChain(chain []byte) error {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(chain) {
+		return errors.New("the server's CA chain (GET /ca/chain.pem) holds no certificate")
+	}
+	t.RootCAs = pool
+	return nil
+}
+
+// CreateDPSFixture creates an enabled symmetric-key enrollment group
+// named name, whose keys the server generates, for devices whose
+// registration ids start with devicePrefix (see Cleanup); it also reads
+// the ID scope and the CA chain.
+func CreateDPSFixture(ctx context.Context, c *apiclient.Client, name, devicePrefix string) (*Fixture, error) {
+	scope, err := c.IDScope(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the ID scope: %w", err)
+	}
+	chain, err := c.CAChainPEM(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the CA chain: %w", err)
+	}
+	g, err := c.CreateEnrollmentGroup(ctx, api.CreateEnrollmentGroupRequest{
+		ID:          strings.ToLower(name),
+		Attestation: registry.GroupAttestation{Type: registry.AttestationSymmetricKey},
+		EnrollmentPolicies: registry.EnrollmentPolicies{
+			Status:            registry.EnrollmentEnabled,
+			ReprovisionPolicy: registry.EnrollmentReprovisionNever,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the bench enrollment group: %w", err)
+	}
+	if g.Attestation.SymmetricKey == nil || g.Attestation.SymmetricKey.PrimaryKey == "" {
+		f := &Fixture{client: c, GroupID: g.ID}
+		_, _ = f.Cleanup(ctx, nil)
+		return nil, fmt.Errorf("the enrollment group %s came back without its keys (an API key of a role that may see them is needed)", g.ID)
+	}
+	return &Fixture{client: c, GroupID: g.ID, GroupKey: g.Attestation.SymmetricKey.PrimaryKey, IDScope: scope, CAChain: chain,
+		devicePrefix: strings.ToLower(devicePrefix)}, nil
 }
 
 // CreateFixture creates a profile named name that lets devices create
@@ -43,15 +121,29 @@ func CreateFixture(ctx context.Context, c *apiclient.Client, name string) (*Fixt
 // is a durable commit, which the server groups when they come together.
 const cleanupWorkers = 16
 
-// Cleanup deletes the profile's devices (with their credentials; the API
-// deletes one device per call, there is no bulk deletion) and then the
-// profile. It returns how many devices it deleted. progress, when set, is
-// called after each page.
+// dpsProfile is the profile the server puts every device registered
+// through DPS in (provision.dpsProfileName).
+const dpsProfile = "azure-dps"
+
+// Cleanup deletes the fixture's devices (with their credentials and, for
+// DPS, their registration records; the API deletes one device per call,
+// there is no bulk deletion) and then the profile or the enrollment
+// group. A group's devices are the DPS devices whose names start with the
+// bench's prefix. It returns how many devices it deleted. progress, when
+// set, is called after each page.
 func (f *Fixture) Cleanup(ctx context.Context, progress func(deleted int)) (int, error) {
 	var deleted atomic.Int64
-	for {
+	filter := apiclient.DeviceFilter{ProfileID: f.ProfileID, Limit: registry.MaxPageSize}
+	if f.GroupID != "" {
+		filter = apiclient.DeviceFilter{ProfileName: dpsProfile, NamePrefix: f.devicePrefix, Limit: registry.MaxPageSize}
+	}
+	for f.GroupID == "" || f.devicePrefix != "" {
 		// Always the first page: what was deleted is gone from it.
-		page, err := f.client.ListDevices(ctx, apiclient.DeviceFilter{ProfileID: f.ProfileID, Limit: registry.MaxPageSize})
+		page, err := f.client.ListDevices(ctx, filter)
+		var ae *apiclient.Error
+		if f.GroupID != "" && errors.As(err, &ae) && ae.Status == 422 {
+			break // no DPS profile yet: no device registered through DPS
+		}
 		if err != nil {
 			return int(deleted.Load()), fmt.Errorf("listing the bench devices: %w", err)
 		}
@@ -91,6 +183,12 @@ func (f *Fixture) Cleanup(ctx context.Context, progress func(deleted int)) (int,
 		if progress != nil {
 			progress(int(deleted.Load()))
 		}
+	}
+	if f.GroupID != "" {
+		if err := f.client.DeleteEnrollmentGroup(ctx, f.GroupID); err != nil {
+			return int(deleted.Load()), fmt.Errorf("deleting the bench enrollment group %s: %w", f.GroupID, err)
+		}
+		return int(deleted.Load()), nil
 	}
 	if err := f.client.DeleteProfile(ctx, f.ProfileID); err != nil {
 		return int(deleted.Load()), fmt.Errorf("deleting the bench profile %s: %w", f.ProfileID, err)

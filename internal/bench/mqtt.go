@@ -3,6 +3,8 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +44,33 @@ func dialMQTT(addr string, src net.IP, timeout time.Duration) (*mqttConn, error)
 	// buffer grows per connection, so it is kept small for 10,000 of them.
 	return &mqttConn{nc: nc, br: bufio.NewReaderSize(nc, 512)}, nil
 }
+
+// dialMQTTS opens a TCP connection to addr from src and does the TLS
+// handshake with cfg, all within timeout. A failed handshake closes the
+// connection.
+func dialMQTTS(addr string, src net.IP, cfg *tls.Config, timeout time.Duration) (*mqttConn, error) {
+	c, err := dialMQTT(addr, src, timeout)
+	if err != nil {
+		return nil, err
+	}
+	tc := tls.Client(c.nc, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.nc.Close()
+		return nil, &handshakeError{err}
+	}
+	c.nc = tc
+	c.br.Reset(tc)
+	return c, nil
+}
+
+// handshakeError is a failed TLS handshake, which classify tells from a
+// failed dial.
+type handshakeError struct{ err error }
+
+func (e *handshakeError) Error() string { return "TLS handshake: " + e.err.Error() }
+func (e *handshakeError) Unwrap() error { return e.err }
 
 // close ends the session: with a DISCONNECT first when polite.
 func (c *mqttConn) close(polite bool) {
@@ -146,6 +175,11 @@ func (c *mqttConn) read() (*packets.Packet, error) {
 // connect sends CONNECT (clean session) and waits for the CONNACK; a
 // refusal is an *Error of KindRefused carrying the return code.
 func (c *mqttConn) connect(clientID, username string, keepalive uint16) error {
+	return c.connectWith(clientID, username, "", keepalive)
+}
+
+// connectWith is connect with a password (none when empty).
+func (c *mqttConn) connectWith(clientID, username, password string, keepalive uint16) error {
 	pk := &packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Connect},
 		Connect: packets.ConnectParams{
@@ -155,6 +189,8 @@ func (c *mqttConn) connect(clientID, username string, keepalive uint16) error {
 			ClientIdentifier: clientID,
 			UsernameFlag:     username != "",
 			Username:         []byte(username),
+			PasswordFlag:     password != "",
+			Password:         []byte(password),
 		},
 	}
 	if err := c.send(pk); err != nil {

@@ -40,8 +40,16 @@ type Report struct {
 	BenchCPUSeconds float64 `json:"benchCpuSeconds"`
 	BenchCPUPercent float64 `json:"benchCpuPercent"`
 
-	// Latency has one row per phase, then the provisioning span and the
-	// whole exchange, over the devices that completed it.
+	// DPSPoll says, for the azure-dps dialect, when devices polled their
+	// registration: "retry-after" (after waiting what the server said
+	// with "assigning"), or "at once" (Config.DPSPollNow);
+	// DPSRetryAfterSeconds is the longest retry-after the server gave.
+	DPSPoll              string  `json:"dpsPoll,omitempty"`
+	DPSRetryAfterSeconds float64 `json:"dpsRetryAfterSeconds,omitempty"`
+
+	// Latency has one row per phase of the dialect's exchange, then (for
+	// ThingsBoard) the provisioning span, and the whole exchange, over the
+	// devices that completed it.
 	Latency []PhaseLatency `json:"latency"`
 	// Errors counts failed devices by kind; ErrorExamples holds the first
 	// error of each kind.
@@ -64,7 +72,9 @@ type PhaseLatency struct {
 }
 
 // Second is one second of the run: the devices that ended in it and the
-// p99 latency of those that succeeded.
+// p99 latency of those that succeeded. For a dialect whose exchange is all
+// provisioning (azure-dps, until its devices go on to their hub), the
+// provisioning p99 is the whole exchange's.
 type Second struct {
 	Second            int     `json:"second"`
 	Completed         int     `json:"completed"`
@@ -99,13 +109,32 @@ func latencyOf(p Phase, ds []time.Duration) PhaseLatency {
 // report sums the records.
 func (s *storm) report(elapsed time.Duration) *Report {
 	c := s.cfg
+	fl := s.flow
 	r := &Report{
-		Dialect: c.Dialect, Credentials: c.Credentials, Target: c.MQTTAddr, Devices: c.Devices,
+		Dialect: c.Dialect, Credentials: c.Credentials, Target: s.addr, Devices: c.Devices,
 		Concurrency: c.Concurrency, Rate: c.Rate, RampSeconds: c.Ramp.Seconds(), Sources: len(s.srcs), Kept: c.KeepConnected,
 		Errors: map[Kind]int{}, ErrorExamples: map[Kind]string{},
 	}
-	var per [len(phases)][]time.Duration
+	if c.Dialect == DialectAzureDPS {
+		r.DPSPoll = "retry-after"
+		if c.DPSPollNow {
+			r.DPSPoll = "at once"
+		}
+		r.DPSRetryAfterSeconds = float64(s.retryAfter.Load()) / 1000
+	}
+	per := make([][]time.Duration, len(fl.phases))
 	var prov, total []time.Duration
+	// spanOf sums the phases of the flow's span (0: none reached them all).
+	spanOf := func(rec *record) time.Duration {
+		var d time.Duration
+		for _, x := range rec.lat[:fl.spanOf] {
+			if x <= 0 {
+				return 0
+			}
+			d += x
+		}
+		return d
+	}
 	var first, last time.Duration = -1, 0
 	type bucket struct {
 		ok, failed  int
@@ -114,13 +143,13 @@ func (s *storm) report(elapsed time.Duration) *Report {
 	var buckets []bucket
 	for i := range s.recs {
 		rec := &s.recs[i]
-		for p, d := range rec.lat {
+		for p, d := range rec.lat[:len(fl.phases)] {
 			if d > 0 {
 				per[p] = append(per[p], d)
 			}
 		}
-		if rec.lat[0] > 0 && rec.lat[1] > 0 {
-			prov = append(prov, rec.lat[0]+rec.lat[1])
+		if d := spanOf(rec); fl.span != "" && d > 0 {
+			prov = append(prov, d)
 		}
 		if rec.end > 0 {
 			if first < 0 || rec.start < first {
@@ -134,7 +163,11 @@ func (s *storm) report(elapsed time.Duration) *Report {
 			b := &buckets[sec]
 			if rec.err == nil {
 				b.ok++
-				b.prov = append(b.prov, rec.lat[0]+rec.lat[1])
+				if fl.span != "" {
+					b.prov = append(b.prov, spanOf(rec))
+				} else {
+					b.prov = append(b.prov, rec.end-rec.start)
+				}
 				b.total = append(b.total, rec.end-rec.start)
 			} else {
 				b.failed++
@@ -160,9 +193,12 @@ func (s *storm) report(elapsed time.Duration) *Report {
 		r.DevicesPerSecond = math.Round(float64(r.Succeeded)/dur.Seconds()*10) / 10
 	}
 	for p, ds := range per {
-		r.Latency = append(r.Latency, latencyOf(phases[p], ds))
+		r.Latency = append(r.Latency, latencyOf(fl.phases[p], ds))
 	}
-	r.Latency = append(r.Latency, latencyOf(PhaseProvisioning, prov), latencyOf(PhaseTotal, total))
+	if fl.span != "" {
+		r.Latency = append(r.Latency, latencyOf(fl.span, prov))
+	}
+	r.Latency = append(r.Latency, latencyOf(PhaseTotal, total))
 	for i, b := range buckets {
 		slices.Sort(b.prov)
 		slices.Sort(b.total)
@@ -203,6 +239,12 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "arrival:   %s; source addresses: %s", arrival, src)
 	if r.Kept {
 		b.WriteString("; devices kept connected")
+	}
+	switch r.DPSPoll {
+	case "at once":
+		fmt.Fprintf(&b, "\npolling:   at once after \"assigning\" (--dps-poll-now; the server said retry-after %g s)", r.DPSRetryAfterSeconds)
+	case "retry-after":
+		fmt.Fprintf(&b, "\npolling:   after the retry-after the server gave with \"assigning\" (%g s)", r.DPSRetryAfterSeconds)
 	}
 	fmt.Fprintf(&b, "\nresult:    %d succeeded, %d failed, in %.2f s: %.0f devices/s\n", r.Succeeded, r.Failed, r.DurationSeconds, r.DevicesPerSecond)
 	fmt.Fprintf(&b, "bench CPU: %.1f s (%.0f%% of one core)\n\n", r.BenchCPUSeconds, r.BenchCPUPercent)

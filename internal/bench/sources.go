@@ -43,6 +43,8 @@ func sourceAddrs(target string, n int) ([]net.IP, error) {
 // needs, and what to raise.
 type FileLimitError struct {
 	Need, Limit uint64
+	// What needs the files (default: keeping the devices connected).
+	What string
 	// Instead is what else to do (default: run without --keep-connected).
 	Instead string
 }
@@ -52,7 +54,11 @@ func (e *FileLimitError) Error() string {
 	if instead == "" {
 		instead = "run fewer devices, or run without --keep-connected"
 	}
-	return fmt.Sprintf("keeping the devices connected needs about %d open files, and this process may open at most %d (the hard limit): "+
+	what := e.What
+	if what == "" {
+		what = "keeping the devices connected"
+	}
+	return fmt.Sprintf("%s needs about %d open files, and this process may open at most %d (the hard limit): "+
 		"raise it (e.g. 'ulimit -n %d' as root or in limits.conf, LimitNOFILE= for a service), %s",
-		e.Need, e.Limit, e.Need, instead)
+		what, e.Need, e.Limit, e.Need, instead)
 }

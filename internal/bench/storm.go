@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,13 @@ const (
 	// CredentialsToken is a server-generated access token, the device's
 	// MQTT user name afterwards.
 	CredentialsToken = "token"
+	// DialectAzureDPS is Azure IoT Hub DPS registration over MQTT over
+	// TLS: user name "<idScope>/registrations/<id>/api-version=…", a SAS
+	// token as password, register, wait the retry-after, poll (dps.go).
+	DialectAzureDPS = "azure-dps"
+	// CredentialsSymmetricKey is DPS symmetric-key attestation: each
+	// device's key is derived from an enrollment group's key.
+	CredentialsSymmetricKey = "symmetric-key"
 )
 
 // Defaults of Config.
@@ -59,14 +67,35 @@ const (
 	PhaseTotal            Phase = "total"             // the whole exchange
 )
 
-// phases are the measured steps, in order; index into record.lat.
-var phases = [...]Phase{PhaseProvisionConnect, PhaseProvisionAnswer, PhaseDeviceConnect, PhaseTelemetryAck}
+// maxPhases bounds the measured steps of any dialect's exchange.
+const maxPhases = 4
+
+// flow is what a dialect's exchange measures and how a device runs it.
+type flow struct {
+	// phases are the measured steps, in order; index into record.lat.
+	phases []Phase
+	// span, when set, is a report row summing the first spanOf phases
+	// (the provisioning part of the exchange); it is also the timeline's
+	// provisioning p99. Without a span the timeline takes the whole
+	// exchange, which is then all provisioning.
+	span   Phase
+	spanOf int
+	run    exchange
+}
+
+// tbFlow is the ThingsBoard first boot with an access token.
+var tbFlow = flow{
+	phases: []Phase{PhaseProvisionConnect, PhaseProvisionAnswer, PhaseDeviceConnect, PhaseTelemetryAck},
+	span:   PhaseProvisioning, spanOf: 2,
+	run: thingsBoardToken,
+}
 
 // Config describes a storm. The zero value of an optional field picks its
 // default.
 type Config struct {
-	// Dialect and Credentials select the exchange: only DialectThingsBoard
-	// with CredentialsToken exists so far (the defaults).
+	// Dialect and Credentials select the exchange: DialectThingsBoard
+	// with CredentialsToken (the default), or DialectAzureDPS with
+	// CredentialsSymmetricKey (the default for that dialect).
 	Dialect, Credentials string
 	Target
 	// Devices is how many devices boot (DefaultDevices).
@@ -81,8 +110,13 @@ type Config struct {
 	Concurrency int
 	// KeepConnected holds every device's session until the storm is over
 	// (and the server's figures are read), instead of disconnecting it
-	// after its first telemetry.
+	// after its first telemetry. Not with DialectAzureDPS, whose devices
+	// do not connect to their hub yet.
 	KeepConnected bool
+	// DPSPollNow makes DialectAzureDPS devices poll their registration at
+	// once instead of waiting the retry-after the server gave with
+	// "assigning".
+	DPSPollNow bool
 }
 
 // Validate checks c and fills in defaults.
@@ -90,16 +124,24 @@ func (c *Config) Validate() error {
 	if c.Dialect == "" {
 		c.Dialect = DialectThingsBoard
 	}
+	want := map[string]string{DialectThingsBoard: CredentialsToken, DialectAzureDPS: CredentialsSymmetricKey}[c.Dialect]
+	if want == "" {
+		return fmt.Errorf("dialect %q: want %q or %q", c.Dialect, DialectThingsBoard, DialectAzureDPS)
+	}
 	if c.Credentials == "" {
-		c.Credentials = CredentialsToken
+		c.Credentials = want
 	}
-	if c.Dialect != DialectThingsBoard {
-		return fmt.Errorf("dialect %q: only %q is implemented so far", c.Dialect, DialectThingsBoard)
+	if c.Credentials != want {
+		return fmt.Errorf("credentials %q: the %s dialect supports only %q so far", c.Credentials, c.Dialect, want)
 	}
-	if c.Credentials != CredentialsToken {
-		return fmt.Errorf("credentials %q: the %s dialect supports only %q so far", c.Credentials, c.Dialect, CredentialsToken)
-	}
-	if err := c.Target.validate(); err != nil {
+	if c.Dialect == DialectAzureDPS {
+		if c.KeepConnected {
+			return errors.New("keep-connected: azure-dps devices do not connect to their hub yet, so there is no session to keep")
+		}
+		if err := c.Target.validateDPS(); err != nil {
+			return err
+		}
+	} else if err := c.Target.validate(); err != nil {
 		return err
 	}
 	if c.Devices == 0 {
@@ -127,18 +169,24 @@ func (c *Config) Validate() error {
 // start (start, end) or of a phase (lat; 0 when not reached).
 type record struct {
 	start, end time.Duration
-	lat        [len(phases)]time.Duration
+	lat        [maxPhases]time.Duration
 	err        *Error
 }
 
 // storm is one run in progress.
 type storm struct {
-	cfg   Config
-	srcs  []net.IP
-	start time.Time
-	recs  []record
+	cfg  Config
+	flow flow
+	addr string // the address devices dial (Config.dialAddr)
+	// tlsCfg is the devices' TLS configuration (azure-dps).
+	tlsCfg *tls.Config
+	srcs   []net.IP
+	start  time.Time
+	recs   []record
 
 	started, done, failed, inFlight atomic.Int64
+	// retryAfter is the longest retry-after (ms) a DPS server gave.
+	retryAfter atomic.Int64
 
 	keptMu sync.Mutex
 	kept   []*mqttConn
@@ -148,10 +196,19 @@ type storm struct {
 // KeepConnected it returns the device's open session.
 type exchange func(ctx context.Context, s *storm, i int, rec *record) (*mqttConn, error)
 
-// exchanges maps "dialect/credentials" to its exchange: adding a dialect
-// is adding an entry here (and lifting the check in Validate).
-var exchanges = map[string]exchange{
-	DialectThingsBoard + "/" + CredentialsToken: thingsBoardToken,
+// flows maps "dialect/credentials" to its flow: adding a dialect is
+// adding an entry here (and accepting it in Validate).
+var flows = map[string]flow{
+	DialectThingsBoard + "/" + CredentialsToken:     tbFlow,
+	DialectAzureDPS + "/" + CredentialsSymmetricKey: dpsFlow,
+}
+
+// dialAddr is the listener the dialect's devices dial.
+func (c *Config) dialAddr() string {
+	if c.Dialect == DialectAzureDPS {
+		return c.MQTTSAddr
+	}
+	return c.MQTTAddr
 }
 
 // Run plays the storm described by cfg and reports it. It returns an
@@ -163,23 +220,31 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return runStorm(ctx, cfg, exchanges[cfg.Dialect+"/"+cfg.Credentials])
+	return runStorm(ctx, cfg, flows[cfg.Dialect+"/"+cfg.Credentials])
 }
 
-// runStorm is Run with a validated cfg and the exchange each device does.
-func runStorm(ctx context.Context, cfg Config, ex exchange) (*Report, error) {
-	srcs, err := sourceAddrs(cfg.MQTTAddr, cfg.Sources)
+// runStorm is Run with a validated cfg and the flow each device runs.
+func runStorm(ctx context.Context, cfg Config, fl flow) (*Report, error) {
+	ex := fl.run
+	addr := cfg.dialAddr()
+	srcs, err := sourceAddrs(addr, cfg.Sources)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.KeepConnected {
+	if cfg.KeepConnected || cfg.Concurrency > 1000 {
 		// One file per kept device, one per device in flight, and room
 		// for the runtime, the HTTP client and the terminal.
-		need := uint64(cfg.Devices) + uint64(cfg.Concurrency) + 256
+		need := uint64(cfg.Concurrency) + 256
+		if cfg.KeepConnected {
+			need += uint64(cfg.Devices)
+		}
 		if cfg.Rate > 0 && cfg.Concurrency == 0 {
 			need += uint64(cfg.Rate * cfg.Timeout.Seconds())
 		}
 		if err := ensureFileLimit(need); err != nil {
+			if fe := (*FileLimitError)(nil); errors.As(err, &fe) && !cfg.KeepConnected {
+				fe.What, fe.Instead = fmt.Sprintf("%d devices in flight", cfg.Concurrency), "or lower --concurrency"
+			}
 			return nil, err
 		}
 	}
@@ -190,7 +255,10 @@ func runStorm(ctx context.Context, cfg Config, ex exchange) (*Report, error) {
 		before, beforeErr = scrapeMetrics(ctx, cfg.MetricsURL)
 		beforeAt = time.Now()
 	}
-	s := &storm{cfg: cfg, srcs: srcs, recs: make([]record, cfg.Devices)}
+	s := &storm{cfg: cfg, flow: fl, addr: addr, srcs: srcs, recs: make([]record, cfg.Devices)}
+	if cfg.Dialect == DialectAzureDPS {
+		s.tlsCfg = cfg.tlsConfig()
+	}
 	s.start = time.Now()
 	cpu0 := selfCPU()
 	stopProgress := s.progress()
@@ -333,7 +401,7 @@ func (s *storm) source(i int) net.IP {
 // open dials the server for a device and arranges for ctx's end to abort
 // whatever the session is waiting for.
 func (s *storm) open(ctx context.Context, i int, phase Phase) (*mqttConn, func() bool, error) {
-	c, err := dialMQTT(s.cfg.MQTTAddr, s.source(i), s.cfg.Timeout)
+	c, err := dialMQTT(s.addr, s.source(i), s.cfg.Timeout)
 	if err != nil {
 		return nil, nil, classify(err, phase, true)
 	}

@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -12,13 +14,29 @@ import (
 // Target is what every bench needs: the server, the profile its devices
 // provision with, how they reach it, their names and where progress goes.
 type Target struct {
-	// MQTTAddr is the server's MQTT listener, host:port. Required.
+	// MQTTAddr is the server's MQTT listener, host:port. Required, except
+	// for the azure-dps dialect.
 	MQTTAddr string
+	// MQTTSAddr is the server's MQTTS listener, host:port: required for
+	// the azure-dps dialect, whose devices connect over TLS.
+	MQTTSAddr string
+	// RootCAs verifies the MQTTS listener's certificate (zerotouch's CA
+	// chain is at GET /ca/chain.pem); nil: the system's roots.
+	// ServerName is the name checked in it (default: the host of
+	// MQTTSAddr, which may be an IP address).
+	RootCAs    *x509.CertPool
+	ServerName string
+	// IDScope and GroupKey, for the azure-dps dialect: the DPS ID scope
+	// and the primary key of a symmetric-key enrollment group; each
+	// device derives its own key from it (attest.DeriveDeviceKey) and
+	// signs its SAS token with that.
+	IDScope, GroupKey string
 	// MetricsURL is the server's HTTP base URL (http://host:port); when
 	// set, its /metrics gives the server's side of the report.
 	MetricsURL string
 	// ProfileKey and ProfileSecret are the provisioning profile's key and
-	// secret (an allow-create profile issuing access tokens). Required.
+	// secret (an allow-create profile issuing access tokens). Required,
+	// except for the azure-dps dialect.
 	ProfileKey, ProfileSecret string
 	// Sources is how many loopback source addresses to spread over when
 	// MQTTAddr is loopback (DefaultSources; 1 means none).
@@ -45,6 +63,39 @@ func (t *Target) validate() error {
 	if t.ProfileKey == "" || t.ProfileSecret == "" {
 		return errors.New("no provisioning profile key and secret")
 	}
+	return t.defaults()
+}
+
+// validateDPS checks t for the azure-dps dialect and fills in its
+// defaults.
+func (t *Target) validateDPS() error {
+	if t.MQTTSAddr == "" {
+		return errors.New("no MQTTS address")
+	}
+	host, _, err := net.SplitHostPort(t.MQTTSAddr)
+	if err != nil {
+		return fmt.Errorf("MQTTS address %q: want host:port", t.MQTTSAddr)
+	}
+	if t.IDScope == "" || t.GroupKey == "" {
+		return errors.New("no DPS ID scope and enrollment group key")
+	}
+	if t.ServerName == "" {
+		t.ServerName = host
+	}
+	return t.defaults()
+}
+
+// tlsConfig is what every azure-dps device dials with: no session cache,
+// so that each device does a full handshake as on its first boot, and
+// the key exchanges of small TLS stacks (mbedTLS, OpenSSL 1.1 on a
+// gateway): X25519 or P-256, no post-quantum hybrid.
+func (t *Target) tlsConfig() *tls.Config {
+	return &tls.Config{RootCAs: t.RootCAs, ServerName: t.ServerName, MinVersion: tls.VersionTLS12,
+		CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256}}
+}
+
+// defaults fills in the defaults every dialect shares.
+func (t *Target) defaults() error {
 	if t.Sources == 0 {
 		t.Sources = DefaultSources
 	}

@@ -54,7 +54,7 @@ var telemetryPayloads, tsAt = func() ([][]byte, int) {
 // Phases of the telemetry bench, for its errors (provisioning errors keep
 // the storm's phases).
 const (
-	PhaseConnect Phase = "connect" // TCP + CONNECT with the device's token, until CONNACK
+	PhaseConnect Phase = "connect" // TCP + CONNECT with the device's token, until CONNACK (azure-dps: TCP + TLS + CONNECT with the SAS token)
 	PhasePublish Phase = "publish" // the load: publishing, PUBACKs
 )
 
@@ -312,11 +312,11 @@ func RunTelemetry(ctx context.Context, cfg TelemetryConfig) (*TelemetryReport, e
 	prov, err := runStorm(ctx, Config{
 		Target: target, Dialect: DialectThingsBoard, Credentials: CredentialsToken,
 		Devices: cfg.Devices, Concurrency: cfg.Concurrency,
-	}, func(ctx context.Context, s *storm, i int, rec *record) (*mqttConn, error) {
+	}, flow{phases: tbFlow.phases[:2], span: PhaseProvisioning, spanOf: 2, run: func(ctx context.Context, s *storm, i int, rec *record) (*mqttConn, error) {
 		tok, err := s.tbProvision(ctx, i, rec)
 		t.tokens[i] = tok
 		return nil, err
-	})
+	}})
 	if err != nil {
 		return nil, err
 	}
