@@ -57,10 +57,13 @@ user name "<idScope>/registrations/<id>/api-version=2019-03-31" and a SAS
 token as password, subscribes to $dps/registrations/res/#, publishes its
 registration, gets 202 "assigning", waits the retry-after the server gave
 (--dps-poll-now: polls at once instead), polls the operation until 200
-"assigned", and disconnects. Phases: connect (TCP + TLS + CONNECT),
-register (to the 202), assigned (poll to the 200), total. Connecting to the
-assigned hub and sending telemetry will follow once zerotouch serves the IoT
-Hub side.
+"assigned", and disconnects; then, as a real device goes on, it connects to
+its assigned hub (at the --mqtts address) as the assigned device id with a
+SAS token of its key and sends its first message at QoS 1, waiting for the
+PUBACK. Phases: connect (TCP + TLS + CONNECT), register (to the 202),
+assigned (poll to the 200), device-connect, telemetry-ack, and the spans
+provisioning and total. --registration-only stops at the assignment: what
+DPS registrations alone cost.
 
 Devices arrive either at a fixed concurrency (-c: a new device starts when one
 ends) or at a rate (--rate devices/s, open loop, optionally after a linear
@@ -115,6 +118,7 @@ given server: --mqtt (or --mqtts) and --http.`,
 	f.StringVar(&o.cfg.IDScope, "id-scope", "", "azure-dps: ID scope of an existing enrollment group (instead of a temporary one)")
 	f.StringVar(&o.cfg.GroupKey, "group-key", "", "azure-dps: primary key of that symmetric-key enrollment group")
 	f.BoolVar(&o.cfg.DPSPollNow, "dps-poll-now", false, "azure-dps: poll the registration at once instead of waiting the retry-after the server gave")
+	f.BoolVar(&o.cfg.RegistrationOnly, "registration-only", false, "azure-dps: stop at the assignment, without connecting to the hub")
 	f.StringVar(&o.httpURL, "http", "", "server's HTTP base URL, for /metrics and the temporary profile (default: --server)")
 	f.StringVar(&o.cfg.ProfileKey, "profile-key", "", "provision key of an existing profile (instead of a temporary one)")
 	f.StringVar(&o.cfg.ProfileSecret, "profile-secret", "", "provision secret of that profile")

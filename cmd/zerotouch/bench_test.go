@@ -149,7 +149,7 @@ func TestBenchProvisionFailures(t *testing.T) {
 		{[]string{"--dialect", "azure-dps", "--credentials", "token", "--id-scope", "x", "--group-key", "k"}, exitUsage, `supports only "symmetric-key"`},
 		{[]string{"--dialect", "azure-dps", "--id-scope", "x"}, exitUsage, "both --id-scope and --group-key"},
 		{[]string{"--dialect", "azure-dps"}, exitUsage, "no enrollment group"},
-		{[]string{"--dialect", "azure-dps", "--keep-connected", "--id-scope", "x", "--group-key", "k"}, exitUsage, "do not connect to their hub yet"},
+		{[]string{"--dialect", "azure-dps", "--keep-connected", "--registration-only", "--id-scope", "x", "--group-key", "k"}, exitUsage, "do not connect to their hub"},
 		{[]string{"--credentials", "x509", "--profile-key", "k", "--profile-secret", "s"}, exitUsage, `supports only "token"`},
 		{[]string{"--profile-key", "k"}, exitUsage, "both --profile-key and --profile-secret"},
 		{nil, exitUsage, "no profile"},

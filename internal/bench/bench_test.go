@@ -245,7 +245,7 @@ func TestValidateRefusesOtherDialects(t *testing.T) {
 		{Target: Target{MQTTSAddr: "127.0.0.1:1"}, Dialect: DialectAzureDPS},
 		{Target: Target{MQTTSAddr: "nowhere", IDScope: "0ne00000001", GroupKey: "a2V5"}, Dialect: DialectAzureDPS},
 		{Target: dps, Dialect: DialectAzureDPS, Credentials: CredentialsToken},
-		{Target: dps, Dialect: DialectAzureDPS, KeepConnected: true},
+		{Target: dps, Dialect: DialectAzureDPS, KeepConnected: true, RegistrationOnly: true},
 		{Target: Target{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s"}, Credentials: "x509"},
 		{Target: Target{MQTTAddr: "nowhere", ProfileKey: "k", ProfileSecret: "s"}},
 		{Target: Target{MQTTAddr: "127.0.0.1:1"}},
@@ -353,13 +353,16 @@ func TestDPSStormAddsUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 200
-	for _, pollNow := range []bool{false, true} {
+	// The whole first boot waiting the retry-after; the registration alone
+	// polling at once.
+	for _, mode := range []struct{ pollNow, regOnly bool }{{false, false}, {true, true}} {
+		pollNow := mode.pollNow
 		target := Target{MQTTSAddr: srv.MQTTSAddr().String(), MetricsURL: base, Sources: 4, NamePrefix: fmt.Sprintf("%sNow-%t-", prefix, pollNow)}
 		if err := fx.Apply(&target); err != nil {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		rep, err := Run(ctx, Config{Dialect: DialectAzureDPS, Target: target, Devices: n, Concurrency: 100, DPSPollNow: pollNow})
+		rep, err := Run(ctx, Config{Dialect: DialectAzureDPS, Target: target, Devices: n, Concurrency: 100, DPSPollNow: pollNow, RegistrationOnly: mode.regOnly})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -383,8 +386,15 @@ func TestDPSStormAddsUp(t *testing.T) {
 				t.Errorf("latency of %s: %+v", l.Phase, l)
 			}
 		}
-		if fmt.Sprint(phases) != "[connect register assigned total]" {
-			t.Errorf("phases %v", phases)
+		want := "[connect register assigned device-connect telemetry-ack provisioning total]"
+		if mode.regOnly {
+			want = "[connect register assigned total]"
+		}
+		if fmt.Sprint(phases) != want {
+			t.Errorf("phases %v, want %s", phases, want)
+		}
+		if accepted := rep.Server.DeviceMessages["accepted"]; !mode.regOnly && accepted != n || mode.regOnly && accepted != 0 {
+			t.Errorf("the server accepted %v device messages, registration only %t", accepted, mode.regOnly)
 		}
 		total := rep.Latency[len(rep.Latency)-1]
 		if pollNow && rep.DPSPoll != "at once" || !pollNow && (rep.DPSPoll != "retry-after" || total.P50 < 1000) {

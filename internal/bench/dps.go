@@ -24,6 +24,7 @@ import (
 // DPS topics and parameters.
 const (
 	dpsAPIVersion     = "2019-03-31"
+	iotHubAPIVersion  = "2021-04-12"
 	dpsClientVersion  = "zerotouch-bench"
 	dpsResponseFilter = "$dps/registrations/res/#"
 	dpsResponsePrefix = "$dps/registrations/res/"
@@ -46,19 +47,19 @@ const (
 	PhaseAssigned Phase = "assigned" // from the first poll (after the retry-after) until 200 assigned
 )
 
-// dpsFlow is the azure-dps registration with a symmetric key derived from
-// an enrollment group's.
-//
-// TODO(azure-iot-hub): once zerotouch serves the IoT Hub side of Azure
-// (MQTTS user name "<hub>/<deviceId>/?api-version=…", SAS token of the
-// device key, devices/{id}/messages/events/), a device goes on as a real
-// one does: connect to registrationState.assignedHub as
-// registrationState.deviceId with the key it derived, and send its first
-// telemetry at QoS 1 until the PUBACK — phases "hub-connect" and
-// "telemetry-ack" here, a "provisioning" span over connect, register and
-// assigned, and KeepConnected allowed again. Until then the exchange ends
-// at the assignment and nothing pretends otherwise.
+// dpsFlow is an Azure device's first boot with a symmetric key derived
+// from an enrollment group's: its DPS registration, then, as a real device
+// goes on, a connection to the assigned hub as the assigned device id with
+// the same key (user name "<hub>/<deviceId>/?api-version=…", a device SAS
+// token) and its first device-to-cloud message at QoS 1 until the PUBACK.
 var dpsFlow = flow{
+	phases: []Phase{PhaseConnect, PhaseRegister, PhaseAssigned, PhaseDeviceConnect, PhaseTelemetryAck},
+	span:   PhaseProvisioning, spanOf: 3,
+	run: dpsSymmetricKey,
+}
+
+// dpsRegistrationFlow is dpsFlow without the hub (RegistrationOnly).
+var dpsRegistrationFlow = flow{
 	phases: []Phase{PhaseConnect, PhaseRegister, PhaseAssigned},
 	run:    dpsSymmetricKey,
 }
@@ -179,10 +180,54 @@ func dpsSymmetricKey(ctx context.Context, s *storm, i int, rec *record) (*mqttCo
 			return nil, err
 		}
 		rec.lat[2] = time.Since(t2)
-		// TODO(azure-iot-hub): connect to a.op.RegistrationState.AssignedHub
-		// as DeviceID with key, and send the first telemetry (see dpsFlow).
-		return nil, nil
+		if s.cfg.RegistrationOnly {
+			return nil, nil
+		}
+		c.close(true)
+		return s.dpsHub(ctx, i, rec, a.op.RegistrationState.AssignedHub, a.op.RegistrationState.DeviceID, key)
 	}
+}
+
+// dpsHub is the device on its hub: it connects with a SAS token of its key
+// and sends its first message. The hub is dialled at the MQTTS address the
+// bench was given: the assigned hub's name is used verbatim in the user
+// name and the token, as the SDKs do, but need not resolve here.
+func (s *storm) dpsHub(ctx context.Context, i int, rec *record, hub, deviceID, key string) (*mqttConn, error) {
+	token, err := attest.Sign(attest.URLEncode(attest.DeviceResource(hub, deviceID)), "", key, time.Now().Add(dpsTokenTTL))
+	if err != nil {
+		return nil, &Error{Kind: KindLocal, Phase: PhaseDeviceConnect, Err: fmt.Errorf("sign the device token: %w", err)}
+	}
+	t3 := time.Now()
+	c, err := dialMQTTS(s.addr, s.source(i), s.tlsCfg, s.cfg.Timeout)
+	if err != nil {
+		return nil, classify(err, PhaseDeviceConnect, true)
+	}
+	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	ok := false
+	defer func() {
+		if !ok {
+			c.close(false)
+		}
+	}()
+	c.setDeadline(time.Now().Add(s.cfg.Timeout))
+	if err := c.connectWith(deviceID, hub+"/"+deviceID+"/?api-version="+iotHubAPIVersion+"&DeviceClientType="+dpsClientVersion, token, deviceKeepalive); err != nil {
+		return nil, classify(err, PhaseDeviceConnect, false)
+	}
+	t4 := time.Now()
+	rec.lat[3] = t4.Sub(t3)
+	c.setDeadline(time.Now().Add(s.cfg.Timeout))
+	if err := c.firstTelemetry("devices/"+deviceID+"/messages/events/", []byte(tbFirstTelemetry)); err != nil {
+		return nil, err
+	}
+	rec.lat[4] = time.Since(t4)
+	ok = true
+	if s.cfg.KeepConnected {
+		c.setDeadline(time.Time{})
+		return c, nil
+	}
+	c.close(true)
+	return nil, nil
 }
 
 // assigned checks that an "assigned" answer names the hub and the device.

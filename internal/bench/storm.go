@@ -68,7 +68,7 @@ const (
 )
 
 // maxPhases bounds the measured steps of any dialect's exchange.
-const maxPhases = 4
+const maxPhases = 5
 
 // flow is what a dialect's exchange measures and how a device runs it.
 type flow struct {
@@ -110,13 +110,16 @@ type Config struct {
 	Concurrency int
 	// KeepConnected holds every device's session until the storm is over
 	// (and the server's figures are read), instead of disconnecting it
-	// after its first telemetry. Not with DialectAzureDPS, whose devices
-	// do not connect to their hub yet.
+	// after its first telemetry.
 	KeepConnected bool
 	// DPSPollNow makes DialectAzureDPS devices poll their registration at
 	// once instead of waiting the retry-after the server gave with
 	// "assigning".
 	DPSPollNow bool
+	// RegistrationOnly ends a DialectAzureDPS device's exchange at its
+	// assignment, without connecting to its hub: what DPS registrations
+	// alone cost.
+	RegistrationOnly bool
 }
 
 // Validate checks c and fills in defaults.
@@ -135,8 +138,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("credentials %q: the %s dialect supports only %q so far", c.Credentials, c.Dialect, want)
 	}
 	if c.Dialect == DialectAzureDPS {
-		if c.KeepConnected {
-			return errors.New("keep-connected: azure-dps devices do not connect to their hub yet, so there is no session to keep")
+		if c.KeepConnected && c.RegistrationOnly {
+			return errors.New("keep-connected: with --registration-only the devices do not connect to their hub, so there is no session to keep")
 		}
 		if err := c.Target.validateDPS(); err != nil {
 			return err
@@ -220,7 +223,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return runStorm(ctx, cfg, flows[cfg.Dialect+"/"+cfg.Credentials])
+	fl := flows[cfg.Dialect+"/"+cfg.Credentials]
+	if cfg.Dialect == DialectAzureDPS && cfg.RegistrationOnly {
+		fl = dpsRegistrationFlow
+	}
+	return runStorm(ctx, cfg, fl)
 }
 
 // runStorm is Run with a validated cfg and the flow each device runs.
@@ -398,6 +405,27 @@ func (s *storm) source(i int) net.IP {
 	return s.srcs[i%len(s.srcs)]
 }
 
+// firstTelemetry publishes a device's first message at QoS 1 and waits
+// for its PUBACK.
+func (c *mqttConn) firstTelemetry(topic string, payload []byte) error {
+	pub, id := c.publish(topic, 1, payload)
+	if err := c.send(pub); err != nil {
+		return classify(err, PhaseTelemetryAck, false)
+	}
+	for {
+		pk, err := c.read()
+		if err != nil {
+			return classify(err, PhaseTelemetryAck, false)
+		}
+		if pk.FixedHeader.Type == packets.Puback && pk.PacketID == id {
+			return nil
+		}
+		if pk.FixedHeader.Type == packets.Publish {
+			c.ack(pk) // e.g. a shared attribute; not what we wait for
+		}
+	}
+}
+
 // open dials the server for a device and arranges for ctx's end to abort
 // whatever the session is waiting for.
 func (s *storm) open(ctx context.Context, i int, phase Phase) (*mqttConn, func() bool, error) {
@@ -492,21 +520,8 @@ func thingsBoardToken(ctx context.Context, s *storm, i int, rec *record) (*mqttC
 	t3 := time.Now()
 	rec.lat[2] = t3.Sub(t2)
 	c.setDeadline(time.Now().Add(s.cfg.Timeout))
-	pub, id := c.publish(tbTelemetryTopic, 1, []byte(tbFirstTelemetry))
-	if err := c.send(pub); err != nil {
-		return nil, classify(err, PhaseTelemetryAck, false)
-	}
-	for {
-		pk, err := c.read()
-		if err != nil {
-			return nil, classify(err, PhaseTelemetryAck, false)
-		}
-		if pk.FixedHeader.Type == packets.Puback && pk.PacketID == id {
-			break
-		}
-		if pk.FixedHeader.Type == packets.Publish {
-			c.ack(pk) // e.g. a shared attribute; not what we wait for
-		}
+	if err := c.firstTelemetry(tbTelemetryTopic, []byte(tbFirstTelemetry)); err != nil {
+		return nil, err
 	}
 	rec.lat[3] = time.Since(t3)
 	ok = true
