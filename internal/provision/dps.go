@@ -217,9 +217,16 @@ func (s *Service) orgOfScope(ctx context.Context, idScope string) (string, error
 	if !ok {
 		return "", refuse(ReasonNotEnrolled, "unknown ID scope %q", clipID(idScope))
 	}
+	if orgID, ok := s.scopes.Load(scope); ok {
+		return orgID.(string), nil
+	}
 	orgID, err := s.store.OrgByIDScope(ctx, scope)
 	if errors.Is(err, registry.ErrNotFound) {
 		return "", refuse(ReasonNotEnrolled, "unknown ID scope %q", scope)
+	}
+	if err == nil {
+		// An ID scope never changes once generated (registry.Store.IDScope).
+		s.scopes.Store(scope, orgID)
 	}
 	return orgID, err
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -87,6 +88,9 @@ type Service struct {
 	// tpmChallenges are the pending TPM challenges of registrations
 	// (dps_tpm.go).
 	tpmChallenges *tpmState
+	// scopes maps ID scopes to their organisation (bounded by the number
+	// of organisations: only scopes that exist are kept).
+	scopes sync.Map
 }
 
 // New returns a Service.
