@@ -57,6 +57,24 @@ exits 1 and says why; 429 and 5xx are retried after their retry-after. When
 the hub refuses the stored credentials the agent registers again, once: the
 enrollment's reprovisioning policy decides; refused again, it exits 1.
 
+Certificate renewal: a device that authenticates with a client certificate
+of zerotouch's built-in CA (credentials X509_CERTIFICATE, or an azure-dps
+certificate, chaining to tls.caFile / caFile) renews it before it expires.
+At start and then every renewal.checkInterval (1h), once renewal.renewAt of
+its lifetime has passed (0.66: when a third remains), it makes a new key of
+the same algorithm and a request with the same subject, posts it to
+<renewal.url>/.well-known/est/simplereenroll (EST, RFC 7030) with the current
+certificate as TLS client certificate, checks the answer (chains to the
+trusted CAs, same subject, the new key, valid now), writes the new pair
+beside the state file (device-<serial>.crt and .key, 0600), names it in the
+state file as pending and reconnects with it. Once it has connected with it,
+the new pair replaces the previous one (which the server then revokes,
+superseded); if the server refuses it, the agent drops it and goes on with
+the previous pair. A pending pair survives a restart: the next start tries it
+first. Failures and refusals are logged and retried with backoff, at most
+renewal.checkInterval apart; the current certificate works until it expires.
+The files named in the configuration are never changed. Not done by --once.
+
 Logs go to stderr; nothing is printed on stdout.
 
 Configuration (YAML; only server, provision and stateFile are required):
@@ -79,6 +97,11 @@ Configuration (YAML; only server, provision and stateFile are required):
     attributes: "logger -t zerotouch-attrs"
     rpc: "/usr/local/bin/handle-rpc"
     timeout: 10s
+  renewal:                          # X.509 devices with a certificate of zerotouch's CA
+    url: https://hub.example.com:8443   # EST server; default https://<server or dps.host host>:8443
+    renewAt: 0.66                   # fraction of the lifetime after which to renew (0 < renewAt < 1)
+    checkInterval: 1h
+    # disabled: true
 
 Azure configuration (dps.host, dps.idScope, dps.registrationId, one credential
 and stateFile are required; telemetry and handlers as above, plus

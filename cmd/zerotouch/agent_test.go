@@ -23,6 +23,8 @@ func TestDeviceRunUsage(t *testing.T) {
 	dir := t.TempDir()
 	azure := filepath.Join(dir, "azure.yaml")
 	os.WriteFile(azure, []byte("server: h:8883\ndialect: azure-dps\nprovision: {key: k, secret: s}\nstateFile: s.json\n"), 0o600)
+	renewal := filepath.Join(dir, "renewal.yaml")
+	os.WriteFile(renewal, []byte("server: h:8883\nprovision: {key: k, secret: s}\ndevice: d\nstateFile: s.json\nrenewal: {renewAt: 2}\n"), 0o600)
 	aws := filepath.Join(dir, "aws.yaml")
 	os.WriteFile(aws, []byte("server: h:8883\ndialect: aws-fleet\nprovision: {key: k, secret: s}\nstateFile: s.json\n"), 0o600)
 	for _, tc := range []struct {
@@ -36,6 +38,8 @@ func TestDeviceRunUsage(t *testing.T) {
 		{"no config", []string{"device", "run"}, exitUsage, "", "--config is required"},
 		{"missing file", []string{"device", "run", "--config", filepath.Join(dir, "nope.yaml")}, exitUsage, "", "no such file"},
 		{"help azure", []string{"device", "run", "--help"}, 0, "idScope", ""},
+		{"help renewal", []string{"device", "run", "--help"}, 0, "/.well-known/est/simplereenroll", ""},
+		{"bad renewAt", []string{"device", "run", "--config", renewal}, exitUsage, "", "renewal.renewAt"},
 		{"azure without dps", []string{"device", "run", "--config", azure}, exitUsage, "", "dps: required"},
 		{"azure with thingsboard fields", []string{"device", "run", "--config", azure}, exitUsage, "", "server: not used by dialect azure-dps"},
 		{"other dialect", []string{"device", "run", "--config", aws}, exitUsage, "", `dialect "aws-fleet" is not supported`},

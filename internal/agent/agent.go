@@ -58,6 +58,7 @@ type Agent struct {
 	log    *slog.Logger
 	tls    *tls.Config // nil for plain MQTT
 	source Source
+	renew  renewal
 }
 
 // New prepares an agent: it reads the TLS files now, so that a wrong path
@@ -83,6 +84,7 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, opts: opts, log: opts.Logger.With("device", cfg.Device),
 		source: newSource(cfg.Telemetry, cfg.Handlers.Timeout)}
+	a.renew.backoff = backoff{base: opts.BackoffBase, max: max(opts.BackoffBase, cfg.Renewal.CheckInterval)}
 	if cfg.Dialect == DialectAzureDPS {
 		t, err := azureTLS(cfg)
 		if err != nil {
@@ -140,6 +142,13 @@ func (a *Agent) run(ctx context.Context, once bool) error {
 	// of those is final, so a device never provisions in a loop.
 	reprovisioned := false
 	for {
+		// Renewal is checked before connecting too, so that a device whose
+		// hub is out of reach still renews in time (not by Once).
+		if !once {
+			a.renewIfDue(ctx, st)
+		}
+		a.checkPending(st)
+		pending := st.PendingCertFile != ""
 		c, lost, err := a.connectAs(ctx, st)
 		switch {
 		case err == nil:
@@ -147,6 +156,11 @@ func (a *Agent) run(ctx context.Context, once bool) error {
 			return nil
 		case errors.Is(err, errStop):
 			return err
+		case pending && a.refusedCredentials(st, err):
+			// A renewed certificate refused: the previous pair still works
+			// (it is revoked only once the new one has been used).
+			a.dropPending(st, err)
+			continue
 		case a.refusedCredentials(st, err) && reprovisioned:
 			return fmt.Errorf("%w: the server refused the credentials it has just issued to device %q (%v); check the device's status with the operator",
 				ErrRefused, a.cfg.Device, err)
@@ -172,6 +186,9 @@ func (a *Agent) run(ctx context.Context, once bool) error {
 			continue
 		}
 		b.reset()
+		if pending {
+			a.promotePending(st)
+		}
 		a.log.Info("connected", "server", a.target(st), "credentials", st.CredentialsType)
 		err = a.work(ctx, c, st, lost, once)
 		c.Disconnect(250)
@@ -184,6 +201,10 @@ func (a *Agent) run(ctx context.Context, once bool) error {
 		reprovisioned = false
 		if errors.Is(err, errRenewToken) {
 			a.log.Info("reconnecting with a fresh SAS token", "server", a.target(st))
+			continue
+		}
+		if errors.Is(err, errRenewCert) {
+			a.log.Info("reconnecting with the renewed certificate", "server", a.target(st))
 			continue
 		}
 		d := b.next()
@@ -338,7 +359,7 @@ func (a *Agent) work(ctx context.Context, c mqtt.Client, st *State, lost <-chan 
 	if a.cfg.Dialect == DialectAzureDPS {
 		return a.azureSession(ctx, c, st, lost, once)
 	}
-	return a.session(ctx, c, lost, once)
+	return a.session(ctx, c, st, lost, once)
 }
 
 // connect opens the device session with the stored credentials. lost
@@ -358,6 +379,15 @@ func (a *Agent) connect(ctx context.Context, st *State) (mqtt.Client, <-chan err
 		if a.tls == nil || len(a.tls.Certificates) == 0 {
 			return nil, nil, fmt.Errorf("%w: the state holds X509_CERTIFICATE credentials but the configuration has no tls and certificate", ErrRefused)
 		}
+		// Read at each connection: the pair may have been renewed.
+		cert, err := a.clientCertificate(st)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: the device certificate and key: %v", errStop, err)
+		}
+		t := a.tls.Clone()
+		t.Certificates = []tls.Certificate{cert}
+		opts.SetTLSConfig(t)
+		return a.open(ctx, opts)
 	}
 	if a.tls != nil {
 		opts.SetTLSConfig(a.tls)
@@ -386,7 +416,7 @@ func (a *Agent) open(ctx context.Context, opts *mqtt.ClientOptions) (mqtt.Client
 // session is one connection's work: subscriptions, the first request for
 // shared attributes, telemetry at the interval, handlers. It returns when
 // the connection is lost, a publish is not acknowledged, or ctx ends.
-func (a *Agent) session(ctx context.Context, c mqtt.Client, lost <-chan error, once bool) error {
+func (a *Agent) session(ctx context.Context, c mqtt.Client, st *State, lost <-chan error, once bool) error {
 	if once {
 		return a.sendTelemetry(ctx, c)
 	}
@@ -465,17 +495,25 @@ func (a *Agent) session(ctx context.Context, c mqtt.Client, lost <-chan error, o
 		return fmt.Errorf("request shared attributes: %w", err)
 	}
 
+	renew := a.renewAfter(st)
 	tick := time.NewTicker(a.cfg.Telemetry.Interval)
 	defer tick.Stop()
 	for {
 		if err := a.sendTelemetry(ctx, c); err != nil {
 			return err
 		}
+	wait:
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-lost:
 			return err
+		case <-renew:
+			if a.renewIfDue(ctx, st) {
+				return errRenewCert
+			}
+			renew = a.renewAfter(st)
+			goto wait
 		case <-tick.C:
 		}
 	}

@@ -407,7 +407,7 @@ func (a *Agent) azureConnect(ctx context.Context, st *State) (mqtt.Client, <-cha
 		opts.SetPassword(tok)
 	case CredentialsX509:
 		// Read at each connection: a certificate renewed on disk is used.
-		cert, err := tls.LoadX509KeyPair(st.CertFile, st.KeyFile)
+		cert, err := a.clientCertificate(st)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: the device certificate and key named in the state file: %v", errStop, err)
 		}
@@ -547,12 +547,14 @@ func (a *Agent) azureSession(ctx context.Context, c mqtt.Client, st *State, lost
 		defer t.Stop()
 		renew = t.C
 	}
+	renewCert := a.renewAfter(st)
 	tick := time.NewTicker(a.cfg.Telemetry.Interval)
 	defer tick.Stop()
 	for {
 		if err := a.publishTelemetry(ctx, c, events); err != nil {
 			return err
 		}
+	wait:
 		select {
 		case <-ctx.Done():
 			return nil
@@ -560,6 +562,12 @@ func (a *Agent) azureSession(ctx context.Context, c mqtt.Client, st *State, lost
 			return err
 		case <-renew:
 			return errRenewToken
+		case <-renewCert:
+			if a.renewIfDue(ctx, st) {
+				return errRenewCert
+			}
+			renewCert = a.renewAfter(st)
+			goto wait
 		case <-tick.C:
 		}
 	}

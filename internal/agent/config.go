@@ -73,6 +73,9 @@ type Config struct {
 	Telemetry TelemetryConfig `yaml:"telemetry"`
 	// Handlers are the commands run for attribute updates and RPC.
 	Handlers HandlersConfig `yaml:"handlers"`
+	// Renewal is how a client certificate of zerotouch's CA is renewed
+	// before it expires (X.509 devices only).
+	Renewal RenewalConfig `yaml:"renewal"`
 }
 
 // TLSConfig is the client side of MQTTS.
@@ -189,6 +192,7 @@ func (c *Config) commonDefaults() {
 	if c.Handlers.Timeout == 0 {
 		c.Handlers.Timeout = DefaultCommandTimeout
 	}
+	c.Renewal.defaults()
 }
 
 func (c *Config) validate() error {
@@ -256,5 +260,6 @@ func (c *Config) validateCommon() []error {
 	if c.Handlers.Timeout < 0 {
 		bad("handlers.timeout must be positive")
 	}
+	errs = append(errs, c.Renewal.validate()...)
 	return errs
 }

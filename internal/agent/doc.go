@@ -101,6 +101,53 @@
 // the hub refuses the new assignment too, the agent stops with ErrRefused
 // and says what to do; the state file is kept.
 //
+// # Certificate renewal
+//
+// A device that authenticates with a client certificate of zerotouch's
+// built-in CA renews it before it expires, over EST (RFC 7030) on the
+// server's HTTPS listener (Config.Renewal; see renew.go and est.go). That
+// is a ThingsBoard device with credentials X509_CERTIFICATE whose
+// credentials.certFile was issued by the CA (the operator issues it from
+// a CSR, POST /api/devices/{id}/certificates, typically after the device
+// provisioned, and puts it in the configured files), or an azure-dps
+// device whose dps.certificate was. A certificate is renewed only when it
+// chains to the configured CAs (tls.caFile, caFile); a self-signed or
+// manufacturer's certificate is left alone.
+//
+//  1. At start (before connecting) and then every renewal.checkInterval
+//     (an hour; sooner when the due time is nearer), the agent reads its
+//     current certificate. It is due when renewal.renewAt (0.66) of its
+//     lifetime has passed.
+//  2. Due, it makes a new key of the same algorithm (ECDSA curve, RSA
+//     size, Ed25519), a PKCS#10 request with the same subject, and POSTs
+//     its base64 to <renewal.url>/.well-known/est/simplereenroll
+//     (https://<host of server or dps.host>:8443 by default) with the
+//     current pair as TLS client certificate. The answer, a base64
+//     certs-only PKCS#7, must hold a certificate that chains to the
+//     trusted CAs for client authentication, has the same subject, holds
+//     the new public key and is valid now.
+//  3. The new key and certificate are written atomically (0600) beside the
+//     state file as device-<serial>.key and .crt, then the state file
+//     names them as pending (PendingCertFile, PendingKeyFile). The previous
+//     pair is kept: a crash at any point leaves a working pair.
+//  4. The agent reconnects; a pending pair is always tried first. Once a
+//     CONNECT with it succeeds it becomes the current pair (CertFile,
+//     KeyFile; the server revokes the previous certificate, superseded),
+//     and the previous pair's files are deleted if the agent wrote them —
+//     never the files the configuration names. If the server refuses the
+//     pending pair, or it cannot be read, it is dropped (files deleted)
+//     and the previous pair is used again.
+//
+// Failures (server out of reach, an answer that does not check out) and
+// refusals (4xx, or the certificate refused in the TLS handshake: revoked,
+// device disabled) are logged with the certificate's expiry and retried
+// with exponential backoff, at most renewal.checkInterval apart; the
+// current certificate keeps working until it expires. An expired
+// certificate cannot be renewed: the agent says so. Once does not renew.
+//
+// Known limits: when a device provisions or registers again (refused
+// credentials), it presents the configured certificate, not a renewed one.
+//
 // # Handlers
 //
 // Telemetry comes from a shell command printing a JSON object, a JSON file,

@@ -28,6 +28,9 @@ type hub struct {
 	http    string // host:port, kept across restarts
 	mqtt    string
 	mqtts   string
+	// https, when set before start, is the HTTPS listener's address (EST);
+	// HTTPS is off otherwise.
+	https string
 	// hubName, when set, is the hub DPS assigns devices to.
 	hubName string
 }
@@ -48,6 +51,9 @@ func (h *hub) start() {
 	cfg.DataDir = h.dataDir
 	cfg.HTTP, cfg.MQTT = h.http, h.mqtt
 	cfg.HTTPS, cfg.MQTTS = "off", h.mqtts
+	if h.https != "" {
+		cfg.HTTPS = h.https
+	}
 	cfg.AdminKey = testAdminKey
 	cfg.HubName = h.hubName
 	log := slog.New(slog.DiscardHandler)
@@ -68,6 +74,9 @@ func (h *hub) start() {
 		h.t.Fatalf("start server: %v", err)
 	}
 	h.http, h.mqtt, h.mqtts = h.srv.HTTPAddr().String(), h.srv.MQTTAddr().String(), h.srv.MQTTSAddr().String()
+	if h.https != "" {
+		h.https = h.srv.HTTPSAddr().String()
+	}
 }
 
 func (h *hub) stop() {

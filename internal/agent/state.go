@@ -32,6 +32,14 @@ type State struct {
 	CertFile     string `json:"certFile,omitempty"`
 	KeyFile      string `json:"keyFile,omitempty"`
 	OperationID  string `json:"operationId,omitempty"`
+	// PendingCertFile and PendingKeyFile are a renewed certificate and
+	// key not yet used successfully: the agent connects with them first,
+	// then they replace CertFile and KeyFile (which, for a ThingsBoard
+	// device, are empty until its first renewal: the configuration's
+	// files are used). Refused, they are dropped and the previous pair is
+	// used again.
+	PendingCertFile string `json:"pendingCertFile,omitempty"`
+	PendingKeyFile  string `json:"pendingKeyFile,omitempty"`
 
 	ProvisionedAt time.Time `json:"provisionedAt"`
 }
