@@ -19,8 +19,9 @@ import (
 // server and shared attribute is deleted, then each top-level member of
 // tags and desired is written as one. Reported properties stay: they are
 // the device's. It is durable when it returns, and idempotent, so a
-// registration that failed after it may simply run it again.
-func (s *Service) ResetTwin(ctx context.Context, deviceID string, tags, desired json.RawMessage) error {
+// registration that failed after it may simply run it again. fresh says
+// the device was just created: it has no attributes to delete.
+func (s *Service) ResetTwin(ctx context.Context, deviceID string, tags, desired json.RawMessage, fresh bool) error {
 	for _, part := range []struct {
 		scope telemetry.Scope
 		raw   json.RawMessage
@@ -29,9 +30,11 @@ func (s *Service) ResetTwin(ctx context.Context, deviceID string, tags, desired 
 		if err != nil {
 			return fmt.Errorf("%w: twin %s: %v", ErrInvalid, part.scope, err)
 		}
-		old, err := s.store.Attributes(ctx, deviceID, part.scope, nil)
-		if err != nil {
-			return err
+		var old []telemetry.Attribute
+		if !fresh {
+			if old, err = s.store.Attributes(ctx, deviceID, part.scope, nil); err != nil {
+				return err
+			}
 		}
 		var stale []string
 		for _, a := range old {

@@ -86,8 +86,9 @@ type RegistrationResult struct {
 // TwinStore keeps device twins (internal/device).
 type TwinStore interface {
 	// ResetTwin replaces the device's tags and desired properties with an
-	// initial twin's, durably and idempotently.
-	ResetTwin(ctx context.Context, deviceID string, tags, desired json.RawMessage) error
+	// initial twin's, durably and idempotently; fresh says the device is
+	// new, so that there is nothing to replace.
+	ResetTwin(ctx context.Context, deviceID string, tags, desired json.RawMessage, fresh bool) error
 	// Forget deletes everything kept for the device.
 	Forget(ctx context.Context, deviceID string) error
 }
@@ -401,7 +402,9 @@ func (s *Service) assign(ctx context.Context, req RegistrationRequest, a *admiss
 	resetTwin, allocateHub := true, true
 	var dev *registry.Device
 	if prev == nil {
-		if err := s.checkHubDeviceID(ctx, a, a.hubDeviceID, ""); err != nil {
+		// The name only: a new device's credential conflict is caught by
+		// the commit, and the twin written for its fresh id is dropped.
+		if err := s.checkDeviceName(ctx, a.orgID, a.hubDeviceID, ""); err != nil {
 			return nil, err
 		}
 		p, err := s.dpsProfile(ctx, a.orgID)
@@ -489,7 +492,8 @@ func (s *Service) assign(ctx context.Context, req RegistrationRequest, a *admiss
 	// the reset runs again; the other order could answer a device whose
 	// twin was never written.
 	if resetTwin && s.dps.Twins != nil {
-		if err := s.dps.Twins.ResetTwin(ctx, dev.ID, twin.Tags, twin.DesiredProperties); err != nil {
+		// A new device has no attributes yet: nothing to delete first.
+		if err := s.dps.Twins.ResetTwin(ctx, dev.ID, twin.Tags, twin.DesiredProperties, c.Create); err != nil {
 			return nil, fmt.Errorf("write the initial twin: %w", err)
 		}
 	}
@@ -510,11 +514,7 @@ func (s *Service) assign(ctx context.Context, req RegistrationRequest, a *admiss
 // self is the device taking it, empty for a new one. Checked before any
 // write, so that a refusal leaves the twin alone.
 func (s *Service) checkHubDeviceID(ctx context.Context, a *admission, id, self string) error {
-	other, err := s.store.GetDeviceByName(ctx, a.orgID, id)
-	switch {
-	case err == nil && other.ID != self:
-		return refuse(ReasonAlreadyProvisioned, "device id %q is taken by device %s", id, other.ID)
-	case err != nil && !errors.Is(err, registry.ErrNotFound):
+	if err := s.checkDeviceName(ctx, a.orgID, id, self); err != nil {
 		return err
 	}
 	if a.keys == nil {
@@ -524,6 +524,19 @@ func (s *Service) checkHubDeviceID(ctx context.Context, a *admission, id, self s
 	switch {
 	case err == nil && holder.ID != self:
 		return refuse(ReasonCredentialsTaken, "device id %q is the hub identity of another device", id)
+	case err != nil && !errors.Is(err, registry.ErrNotFound):
+		return err
+	}
+	return nil
+}
+
+// checkDeviceName refuses a device name that another device of the
+// organisation than self has.
+func (s *Service) checkDeviceName(ctx context.Context, orgID, name, self string) error {
+	other, err := s.store.GetDeviceByName(ctx, orgID, name)
+	switch {
+	case err == nil && other.ID != self:
+		return refuse(ReasonAlreadyProvisioned, "device id %q is taken by device %s", name, other.ID)
 	case err != nil && !errors.Is(err, registry.ErrNotFound):
 		return err
 	}
