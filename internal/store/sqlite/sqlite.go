@@ -82,8 +82,8 @@ const busyTimeoutMS = 10000
 // Store is the SQLite registry.Store. It is safe for concurrent use.
 type Store struct {
 	log      *slog.Logger
-	wdb      *sql.DB // one connection, used only by the writer goroutine
-	rdb      *sql.DB // read-only pool
+	wdb      *sql.DB   // one connection, used only by the writer goroutine
+	rdb      *readPool // read-only pool, queries prepared once
 	maxBatch int
 	sealer   *seal.Sealer // nil: symmetric keys cannot be stored
 
@@ -169,7 +169,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	s := &Store{
 		log:      log,
 		wdb:      wdb,
-		rdb:      rdb,
+		rdb:      newReadPool(rdb),
 		maxBatch: opts.MaxBatch,
 		sealer:   opts.Sealer,
 		// Room for a few batches, so callers rarely block on the send.

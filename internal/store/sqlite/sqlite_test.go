@@ -93,8 +93,8 @@ func TestPragmas(t *testing.T) {
 		{s.wdb, "synchronous", "2"}, // FULL
 		{s.wdb, "foreign_keys", "1"},
 		{s.wdb, "busy_timeout", fmt.Sprint(busyTimeoutMS)},
-		{s.rdb, "journal_mode", "wal"},
-		{s.rdb, "query_only", "1"},
+		{s.rdb.DB, "journal_mode", "wal"},
+		{s.rdb.DB, "query_only", "1"},
 	} {
 		var got string
 		if err := tc.db.QueryRowContext(ctx, "PRAGMA "+tc.pragma).Scan(&got); err != nil {

@@ -68,8 +68,8 @@ type TelemetryOptions struct {
 // use.
 type TelemetryStore struct {
 	log *slog.Logger
-	wdb *sql.DB // one connection; used only while holding wlock
-	rdb *sql.DB // read-only pool
+	wdb *sql.DB   // one connection; used only while holding wlock
+	rdb *readPool // read-only pool, queries prepared once
 
 	// wlock is the writer mutex, as a channel so that a caller waiting for
 	// it can give up when its context ends: holding it is having sent a
@@ -155,7 +155,7 @@ func OpenTelemetry(ctx context.Context, path string, opts TelemetryOptions) (*Te
 		return fail(err, rdb, wdb)
 	}
 
-	s := &TelemetryStore{log: log, wdb: wdb, rdb: rdb, wlock: make(chan struct{}, 1), compactRows: defaultCompactRows, compactStep: defaultCompactStep}
+	s := &TelemetryStore{log: log, wdb: wdb, rdb: newReadPool(rdb), wlock: make(chan struct{}, 1), compactRows: defaultCompactRows, compactStep: defaultCompactStep}
 	if err := wdb.QueryRowContext(ctx, `SELECT count(*) FROM ts_recent`).Scan(&s.recentRows); err != nil {
 		return fail(err, rdb, wdb)
 	}

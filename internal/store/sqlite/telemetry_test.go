@@ -397,8 +397,8 @@ func TestTelemetryPragmasAndReopen(t *testing.T) {
 	}{
 		{s.wdb, "journal_mode", "wal"},
 		{s.wdb, "synchronous", "2"}, // FULL
-		{s.rdb, "journal_mode", "wal"},
-		{s.rdb, "query_only", "1"},
+		{s.rdb.DB, "journal_mode", "wal"},
+		{s.rdb.DB, "query_only", "1"},
 	} {
 		var got string
 		if err := tc.db.QueryRowContext(ctx, "PRAGMA "+tc.pragma).Scan(&got); err != nil {
