@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"encoding/xml"
 	"io"
 	"log/slog"
@@ -13,10 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zerotouch/zerotouch/internal/api"
 	"github.com/zerotouch/zerotouch/internal/apiclient"
 	"github.com/zerotouch/zerotouch/internal/bench"
 	"github.com/zerotouch/zerotouch/internal/config"
 	"github.com/zerotouch/zerotouch/internal/provision"
+	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/server"
 )
 
@@ -140,13 +144,25 @@ func TestBenchProvisionFailures(t *testing.T) {
 	}
 	closed := ln.Addr().String()
 	ln.Close()
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.pem")
+	caCert, caKey := writeTestCA(t, dir, "ca")
+	_, otherKey := writeTestCA(t, dir, "other")
 	for _, tc := range []struct {
 		args []string
 		code int
 		out  string // in stdout (the report) or stderr
 	}{
 		{[]string{"--dialect", "aws-fleet", "--profile-key", "k", "--profile-secret", "s"}, exitUsage, `want "thingsboard" or "azure-dps"`},
-		{[]string{"--dialect", "azure-dps", "--credentials", "token", "--id-scope", "x", "--group-key", "k"}, exitUsage, `supports only "symmetric-key"`},
+		{[]string{"--dialect", "azure-dps", "--credentials", "token", "--id-scope", "x", "--group-key", "k"}, exitUsage, `supports "symmetric-key" or "x509"`},
+		{[]string{"--dialect", "azure-dps", "--credentials", "x509", "--id-scope", "x", "--ca-cert", "c.pem"}, exitUsage, "all of --id-scope, --ca-cert and --ca-key"},
+		{[]string{"--dialect", "azure-dps", "--credentials", "x509", "--ca-cert", "c.pem", "--ca-key", "k.pem"}, exitUsage, "all of --id-scope, --ca-cert and --ca-key"},
+		{[]string{"--dialect", "azure-dps", "--credentials", "x509", "--id-scope", "x", "--ca-cert", missing, "--ca-key", missing}, exitUsage, "--ca-cert: open"},
+		{[]string{"--dialect", "azure-dps", "--credentials", "x509", "--id-scope", "x", "--ca-cert", caCert, "--ca-key", otherKey}, exitUsage, "private key does not match public key"},
+		{[]string{"--dialect", "azure-dps", "--credentials", "x509", "--id-scope", "x", "--group-key", "k"}, exitUsage, "--group-key is for symmetric-key credentials"},
+		{[]string{"--dialect", "azure-dps", "--ca-cert", caCert, "--ca-key", caKey, "--id-scope", "x", "--group-key", "k"}, exitUsage, "--ca-cert and --ca-key are for --dialect azure-dps --credentials x509"},
+		{[]string{"--dialect", "azure-dps", "--credentials", "x509"}, exitUsage, "no enrollment group: give --id-scope, --ca-cert and --ca-key, or an operator API key"},
+		{[]string{"--dialect", "azure-dps", "--credentials", "x509", "--keep-connected", "--registration-only"}, exitUsage, "do not connect to their hub"},
 		{[]string{"--dialect", "azure-dps", "--id-scope", "x"}, exitUsage, "both --id-scope and --group-key"},
 		{[]string{"--dialect", "azure-dps"}, exitUsage, "no enrollment group"},
 		{[]string{"--dialect", "azure-dps", "--keep-connected", "--registration-only", "--id-scope", "x", "--group-key", "k"}, exitUsage, "do not connect to their hub"},
@@ -160,6 +176,72 @@ func TestBenchProvisionFailures(t *testing.T) {
 		if r.code != tc.code || !strings.Contains(r.stdout+r.stderr, tc.out) {
 			t.Errorf("%v: exit %d, want %d with %q\nstdout: %s\nstderr: %s", tc.args, r.code, tc.code, tc.out, r.stdout, r.stderr)
 		}
+	}
+}
+
+// writeTestCA writes a new CA's certificate and key as PEM files
+// name.pem and name.key in dir.
+func writeTestCA(t *testing.T, dir, name string) (certFile, keyFile string) {
+	t.Helper()
+	ca, err := bench.NewDeviceCA(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key")
+	if err := os.WriteFile(certFile, []byte(ca.PEM()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// TestBenchProvisionDPSX509: X.509 attestation, with a temporary group of
+// an in-memory CA, then with an existing group whose CA is given as files.
+func TestBenchProvisionDPSX509(t *testing.T) {
+	base, _, mqtts := startBenchServerWith(t, true)
+	r := execute("bench", "provision", "--dialect", "azure-dps", "--credentials", "x509", "--http", base, "--mqtts", mqtts, "--api-key", benchTestKey,
+		"-n", "30", "-c", "10", "--sources", "2", "--dps-poll-now", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("-o json: %v\n%s", err, r.stdout)
+	}
+	if rep.Succeeded != 30 || rep.Failed != 0 || rep.Credentials != "x509" || rep.CredentialsSeconds <= 0 || len(rep.Latency) != 7 {
+		t.Errorf("report: %+v", rep)
+	}
+	for _, want := range []string{"created temporary enrollment group bench-", "30/30 devices", "deleted 30 devices and enrollment group"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+
+	// An existing verified group of a CA given as files, no API key.
+	c, err := apiclient.New(base, benchTestKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, caKey := writeTestCA(t, t.TempDir(), "cli-ca")
+	certPEM, _ := os.ReadFile(caCert)
+	if _, err := c.CreateEnrollmentGroup(t.Context(), api.CreateEnrollmentGroupRequest{ID: "cli-x509", Attestation: registry.GroupAttestation{Type: registry.AttestationX509,
+		X509CA: &registry.X509CAAttestation{CACertificatePEM: string(certPEM), Verified: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	scope, err := c.IDScope(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = execute("bench", "provision", "--dialect", "azure-dps", "--credentials", "x509", "--http", base, "--mqtts", mqtts,
+		"--id-scope", scope, "--ca-cert", caCert, "--ca-key", caKey, "--prefix", "cli-x-", "-n", "10", "-c", "10", "--dps-poll-now", "--registration-only")
+	if r.code != 0 || !strings.Contains(r.stdout, "10 succeeded, 0 failed") || !strings.Contains(r.stdout, "x509 credentials") {
+		t.Fatalf("existing group: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"encoding/xml"
 	"errors"
 	"flag"
@@ -246,6 +247,8 @@ func TestValidateRefusesOtherDialects(t *testing.T) {
 		{Target: Target{MQTTSAddr: "nowhere", IDScope: "0ne00000001", GroupKey: "a2V5"}, Dialect: DialectAzureDPS},
 		{Target: dps, Dialect: DialectAzureDPS, Credentials: CredentialsToken},
 		{Target: dps, Dialect: DialectAzureDPS, KeepConnected: true, RegistrationOnly: true},
+		{Target: dps, Dialect: DialectAzureDPS, Credentials: CredentialsX509}, // a group key, no CA
+		{Target: Target{MQTTSAddr: "127.0.0.1:1", CA: &DeviceCA{}}, Dialect: DialectAzureDPS, Credentials: CredentialsX509},
 		{Target: Target{MQTTAddr: "127.0.0.1:1", ProfileKey: "k", ProfileSecret: "s"}, Credentials: "x509"},
 		{Target: Target{MQTTAddr: "nowhere", ProfileKey: "k", ProfileSecret: "s"}},
 		{Target: Target{MQTTAddr: "127.0.0.1:1"}},
@@ -504,5 +507,146 @@ func BenchmarkDPSStorm(b *testing.B) {
 		}
 		b.ReportMetric(rep.DevicesPerSecond, "devices/s")
 		b.ReportMetric(rep.Latency[len(rep.Latency)-1].P99, "p99-ms")
+	}
+}
+
+// TestDPSX509StormAddsUp: Azure DPS registrations with X.509 attestation
+// against a real node, with a temporary X.509 enrollment group of a CA the
+// bench made: each device presents its own certificate, no password, and
+// connects to its hub with it; once the whole first boot, once the
+// registration alone. The report adds up and the cleanup leaves neither
+// devices nor the group.
+func TestDPSX509StormAddsUp(t *testing.T) {
+	srv, base := startServerWith(t, true)
+	client, err := apiclient.New(base, testAdminKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	prefix := "dps-x509-"
+	fx, err := CreateDPSX509Fixture(ctx, client, prefix+"group", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fx.CA == nil || fx.GroupKey != "" {
+		t.Fatalf("fixture: %+v", fx)
+	}
+	const n = 100
+	for _, regOnly := range []bool{false, true} {
+		target := Target{MQTTSAddr: srv.MQTTSAddr().String(), MetricsURL: base, Sources: 4, NamePrefix: fmt.Sprintf("%sreg-%t-", prefix, regOnly)}
+		if err := fx.Apply(&target); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := Run(ctx, Config{Dialect: DialectAzureDPS, Credentials: CredentialsX509, Target: target, Devices: n, Concurrency: 50, DPSPollNow: true, RegistrationOnly: regOnly})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var text bytes.Buffer
+		rep.WriteText(&text)
+		t.Logf("registration only %t:\n%s", regOnly, text.String())
+		sum := 0
+		for _, c := range rep.Errors {
+			sum += c
+		}
+		if rep.Succeeded != n || rep.Failed != 0 || rep.Succeeded+rep.Failed != rep.Devices || sum != rep.Failed {
+			t.Fatalf("succeeded %d, failed %d of %d: %v %v", rep.Succeeded, rep.Failed, rep.Devices, rep.Errors, rep.ErrorExamples)
+		}
+		if rep.Credentials != CredentialsX509 || rep.CredentialsSeconds <= 0 {
+			t.Errorf("report header: %+v", rep)
+		}
+		var phases []Phase
+		for _, l := range rep.Latency {
+			phases = append(phases, l.Phase)
+			if l.Count != n || l.P50 <= 0 || l.P50 > l.P90 || l.P90 > l.P99 || l.P99 > l.Max {
+				t.Errorf("latency of %s: %+v", l.Phase, l)
+			}
+		}
+		want := "[connect register assigned device-connect telemetry-ack provisioning total]"
+		if regOnly {
+			want = "[connect register assigned total]"
+		}
+		if fmt.Sprint(phases) != want {
+			t.Errorf("phases %v, want %s", phases, want)
+		}
+		var perSecond int
+		for _, s := range rep.Timeline {
+			perSecond += s.Completed + s.Failed
+		}
+		if perSecond != n {
+			t.Errorf("timeline counts %d devices, want %d", perSecond, n)
+		}
+		if rep.Server == nil || rep.Server.Error != "" || rep.Server.ProvisionResults["success"] != n {
+			t.Errorf("server figures: %+v", rep.Server)
+		}
+		if accepted := rep.Server.DeviceMessages["accepted"]; !regOnly && accepted != n || regOnly && accepted != 0 {
+			t.Errorf("the server accepted %v device messages, registration only %t", accepted, regOnly)
+		}
+		if !strings.Contains(text.String(), "100 succeeded, 0 failed") || !strings.Contains(text.String(), "x509 credentials") ||
+			!strings.Contains(text.String(), "certificates made before the storm") {
+			t.Errorf("text report:\n%s", text.String())
+		}
+	}
+	// Each device holds an X.509 credential on the server.
+	page, err := client.ListDevices(ctx, apiclient.DeviceFilter{ProfileName: "azure-dps", NamePrefix: prefix, Limit: registry.MaxPageSize})
+	if err != nil || len(page.Items) != 2*n {
+		t.Fatalf("server lists %d DPS devices (%v), want %d", len(page.Items), err, 2*n)
+	}
+	creds, err := srv.Store().ListCredentials(ctx, registry.DefaultOrgID, page.Items[0].ID)
+	if err != nil || len(creds) != 1 || creds[0].Type != registry.CredentialX509 {
+		t.Errorf("credentials of %s: %+v, %v", page.Items[0].Name, creds, err)
+	}
+	deleted, err := fx.Cleanup(ctx, nil)
+	if err != nil || deleted != 2*n {
+		t.Fatalf("cleanup deleted %d devices: %v", deleted, err)
+	}
+	if _, err := client.GetEnrollmentGroup(ctx, fx.GroupID); err == nil {
+		t.Error("the bench enrollment group survived its cleanup")
+	}
+
+	// A CA the group does not know: every registration is refused.
+	stranger, err := NewDeviceCA("stranger CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := Target{MQTTSAddr: srv.MQTTSAddr().String(), IDScope: fx.IDScope, CA: stranger, NamePrefix: prefix + "stranger-", Timeout: 3 * time.Second}
+	if err := target.TrustCAChain(fx.CAChain); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Run(ctx, Config{Dialect: DialectAzureDPS, Credentials: CredentialsX509, Target: target, Devices: 10, Concurrency: 4, DPSPollNow: true, RegistrationOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed != 10 || rep.Errors[KindProvision] != 10 {
+		t.Fatalf("unknown CA: errors %v (%v), want 10 of kind %s", rep.Errors, rep.ErrorExamples, KindProvision)
+	}
+}
+
+func TestLoadDeviceCA(t *testing.T) {
+	root, err := NewDeviceCA("root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(root.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	ca, err := LoadDeviceCA([]byte(root.PEM()), keyPEM)
+	if err != nil || !ca.Cert.Equal(root.Cert) || len(ca.chain) != 0 {
+		t.Fatalf("load: %v, chain %d", err, len(ca.chain))
+	}
+	leaf, err := ca.issue("dev-1")
+	if err != nil || len(leaf.Certificate) != 1 {
+		t.Fatalf("issue: %v", err)
+	}
+	c, _ := x509.ParseCertificate(leaf.Certificate[0])
+	roots := x509.NewCertPool()
+	roots.AddCert(root.Cert)
+	if _, err := c.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil || c.Subject.CommonName != "dev-1" {
+		t.Errorf("leaf %s: %v", c.Subject.CommonName, err)
+	}
+	other, _ := NewDeviceCA("other")
+	if _, err := LoadDeviceCA([]byte(other.PEM()), keyPEM); err == nil {
+		t.Error("a key of another certificate accepted")
 	}
 }

@@ -11,8 +11,8 @@
 // thousands of them fit in the benchmark process next to the server.
 //
 // Two exchanges exist: the ThingsBoard dialect with server-generated
-// access tokens, and Azure DPS registration with symmetric keys over MQTT
-// over TLS (dps.go; it ends at the assignment until zerotouch serves the
-// IoT Hub side). Config.Validate refuses the others by name, and a dialect
-// is added as a flow (see flows in storm.go).
+// access tokens, and Azure DPS registration over MQTT over TLS with
+// symmetric keys or X.509 certificates (dps.go, x509.go), then the
+// device's first message on its hub. Config.Validate refuses the others by
+// name, and a dialect is added as a flow (see flows in storm.go).
 package bench

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -42,26 +43,65 @@ const (
 // Phases of the azure-dps exchange.
 const (
 	// PhaseConnect (telemetry.go) is, for azure-dps, TCP + TLS handshake
-	// + CONNECT with the SAS token, until the CONNACK.
+	// (with the device's certificate, X.509) + CONNECT (with the SAS
+	// token, symmetric key), until the CONNACK.
 	PhaseRegister Phase = "register" // SUBSCRIBE + registration, until 202 assigning
 	PhaseAssigned Phase = "assigned" // from the first poll (after the retry-after) until 200 assigned
 )
 
-// dpsFlow is an Azure device's first boot with a symmetric key derived
-// from an enrollment group's: its DPS registration, then, as a real device
-// goes on, a connection to the assigned hub as the assigned device id with
-// the same key (user name "<hub>/<deviceId>/?api-version=…", a device SAS
-// token) and its first device-to-cloud message at QoS 1 until the PUBACK.
+// dpsFlow is an Azure device's first boot: its DPS registration, then, as
+// a real device goes on, a connection to the assigned hub as the assigned
+// device id with the same credentials (user name
+// "<hub>/<deviceId>/?api-version=…"; a device SAS token of its key, or its
+// certificate) and its first device-to-cloud message at QoS 1 until the
+// PUBACK. Both credential types run it: they differ only in their
+// dpsIdentity.
 var dpsFlow = flow{
 	phases: []Phase{PhaseConnect, PhaseRegister, PhaseAssigned, PhaseDeviceConnect, PhaseTelemetryAck},
 	span:   PhaseProvisioning, spanOf: 3,
-	run: dpsSymmetricKey,
+	run: dpsDevice,
 }
 
 // dpsRegistrationFlow is dpsFlow without the hub (RegistrationOnly).
 var dpsRegistrationFlow = flow{
 	phases: []Phase{PhaseConnect, PhaseRegister, PhaseAssigned},
-	run:    dpsSymmetricKey,
+	run:    dpsDevice,
+}
+
+// dpsIdentity is how a device proves who it is, to DPS and then to its
+// hub: a SAS token as CONNECT password (symmetric key), or a client
+// certificate in the TLS handshake and no password (X.509).
+type dpsIdentity struct {
+	regID string
+	// tls is what the device dials with (the storm's, or a copy holding
+	// the device's certificate).
+	tls *tls.Config
+	// password is the registration's CONNECT password ("": none).
+	password string
+	// hubPassword makes the hub CONNECT's password (nil: none).
+	hubPassword func(hub, deviceID string) (string, error)
+}
+
+// dpsIdentity makes device i's identity of the storm's credential type,
+// before its clock starts.
+func (s *storm) dpsIdentity(i int) (*dpsIdentity, error) {
+	regID := strings.ToLower(s.deviceName(i))
+	if s.cfg.Credentials == CredentialsX509 {
+		cfg := s.tlsCfg.Clone()
+		cfg.Certificates = []tls.Certificate{s.certs[i]}
+		return &dpsIdentity{regID: regID, tls: cfg}, nil
+	}
+	key, err := attest.DeriveDeviceKey(s.cfg.GroupKey, regID)
+	if err != nil {
+		return nil, &Error{Kind: KindLocal, Phase: PhaseConnect, Err: fmt.Errorf("derive the device key: %w", err)}
+	}
+	token, err := attest.Sign(attest.RegistrationResource(s.cfg.IDScope, regID), attest.RegistrationKeyName, key, time.Now().Add(dpsTokenTTL))
+	if err != nil {
+		return nil, &Error{Kind: KindLocal, Phase: PhaseConnect, Err: fmt.Errorf("sign the SAS token: %w", err)}
+	}
+	return &dpsIdentity{regID: regID, tls: s.tlsCfg, password: token, hubPassword: func(hub, deviceID string) (string, error) {
+		return attest.Sign(attest.URLEncode(attest.DeviceResource(hub, deviceID)), "", key, time.Now().Add(dpsTokenTTL))
+	}}, nil
 }
 
 // dpsAnswer is a DPS answer: the status and retry-after of its topic and
@@ -110,22 +150,19 @@ func (a *dpsAnswer) refusal(phase Phase, want string) *Error {
 	return &Error{Kind: KindProvision, Phase: phase, Err: fmt.Errorf("%s instead of %s: %s", detail, want, msg)}
 }
 
-// dpsSymmetricKey is one device's DPS registration: connect over TLS,
-// register, wait the retry-after (unless DPSPollNow), poll until assigned.
-func dpsSymmetricKey(ctx context.Context, s *storm, i int, rec *record) (*mqttConn, error) {
-	regID := strings.ToLower(s.deviceName(i))
-	key, err := attest.DeriveDeviceKey(s.cfg.GroupKey, regID)
+// dpsDevice is one device's DPS registration: connect over TLS,
+// register, wait the retry-after (unless DPSPollNow), poll until assigned;
+// then, unless RegistrationOnly, its hub (dpsHub).
+func dpsDevice(ctx context.Context, s *storm, i int, rec *record) (*mqttConn, error) {
+	id, err := s.dpsIdentity(i)
 	if err != nil {
-		return nil, &Error{Kind: KindLocal, Phase: PhaseConnect, Err: fmt.Errorf("derive the device key: %w", err)}
+		return nil, err
 	}
-	token, err := attest.Sign(attest.RegistrationResource(s.cfg.IDScope, regID), attest.RegistrationKeyName, key, time.Now().Add(dpsTokenTTL))
-	if err != nil {
-		return nil, &Error{Kind: KindLocal, Phase: PhaseConnect, Err: fmt.Errorf("sign the SAS token: %w", err)}
-	}
+	regID := id.regID
 	user := s.cfg.IDScope + "/registrations/" + regID + "/api-version=" + dpsAPIVersion + "&ClientVersion=" + dpsClientVersion
 
 	t0 := time.Now()
-	c, err := dialMQTTS(s.addr, s.source(i), s.tlsCfg, s.cfg.Timeout)
+	c, err := dialMQTTS(s.addr, s.source(i), id.tls, s.cfg.Timeout)
 	if err != nil {
 		return nil, classify(err, PhaseConnect, true)
 	}
@@ -133,7 +170,7 @@ func dpsSymmetricKey(ctx context.Context, s *storm, i int, rec *record) (*mqttCo
 	defer stop()
 	defer c.close(true)
 	c.setDeadline(time.Now().Add(s.cfg.Timeout))
-	if err := c.connectWith(regID, user, token, provisionKeepalive); err != nil {
+	if err := c.connectWith(regID, user, id.password, provisionKeepalive); err != nil {
 		return nil, classify(err, PhaseConnect, false)
 	}
 	t1 := time.Now()
@@ -184,21 +221,25 @@ func dpsSymmetricKey(ctx context.Context, s *storm, i int, rec *record) (*mqttCo
 			return nil, nil
 		}
 		c.close(true)
-		return s.dpsHub(ctx, i, rec, a.op.RegistrationState.AssignedHub, a.op.RegistrationState.DeviceID, key)
+		return s.dpsHub(ctx, i, rec, id, a.op.RegistrationState.AssignedHub, a.op.RegistrationState.DeviceID)
 	}
 }
 
 // dpsHub is the device on its hub: it connects with a SAS token of its key
-// and sends its first message. The hub is dialled at the MQTTS address the
-// bench was given: the assigned hub's name is used verbatim in the user
-// name and the token, as the SDKs do, but need not resolve here.
-func (s *storm) dpsHub(ctx context.Context, i int, rec *record, hub, deviceID, key string) (*mqttConn, error) {
-	token, err := attest.Sign(attest.URLEncode(attest.DeviceResource(hub, deviceID)), "", key, time.Now().Add(dpsTokenTTL))
-	if err != nil {
-		return nil, &Error{Kind: KindLocal, Phase: PhaseDeviceConnect, Err: fmt.Errorf("sign the device token: %w", err)}
+// (or its certificate) and sends its first message. The hub is dialled at
+// the MQTTS address the bench was given: the assigned hub's name is used
+// verbatim in the user name and the token, as the SDKs do, but need not
+// resolve here.
+func (s *storm) dpsHub(ctx context.Context, i int, rec *record, id *dpsIdentity, hub, deviceID string) (*mqttConn, error) {
+	var token string
+	if id.hubPassword != nil {
+		var err error
+		if token, err = id.hubPassword(hub, deviceID); err != nil {
+			return nil, &Error{Kind: KindLocal, Phase: PhaseDeviceConnect, Err: fmt.Errorf("sign the device token: %w", err)}
+		}
 	}
 	t3 := time.Now()
-	c, err := dialMQTTS(s.addr, s.source(i), s.tlsCfg, s.cfg.Timeout)
+	c, err := dialMQTTS(s.addr, s.source(i), id.tls, s.cfg.Timeout)
 	if err != nil {
 		return nil, classify(err, PhaseDeviceConnect, true)
 	}

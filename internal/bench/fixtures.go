@@ -29,6 +29,9 @@ type Fixture struct {
 	// listener's certificate verifies against.
 	GroupID, GroupKey, IDScope string
 	CAChain                    []byte
+	// CA is an X.509 enrollment group's CA (made in memory by the bench,
+	// its key never leaves the process), instead of GroupKey.
+	CA *DeviceCA
 	// devicePrefix starts the names of the devices the group's
 	// registrations created (lower case, as registration ids are).
 	devicePrefix string
@@ -49,7 +52,7 @@ func (f *Fixture) Apply(t *Target) error {
 		t.ProfileKey, t.ProfileSecret = f.Key, f.Secret
 		return nil
 	}
-	t.GroupKey, t.IDScope = f.GroupKey, f.IDScope
+	t.GroupKey, t.IDScope, t.CA = f.GroupKey, f.IDScope, f.CA
 	if t.RootCAs == nil {
 		return t.TrustCAChain(f.CAChain)
 	}
@@ -72,32 +75,64 @@ func (t *Target) TrustCAChain(chain []byte) error {
 // registration ids start with devicePrefix (see Cleanup); it also reads
 // the ID scope and the CA chain.
 func CreateDPSFixture(ctx context.Context, c *apiclient.Client, name, devicePrefix string) (*Fixture, error) {
+	f, g, err := createDPSGroup(ctx, c, name, devicePrefix, registry.GroupAttestation{Type: registry.AttestationSymmetricKey})
+	if err != nil {
+		return nil, err
+	}
+	if g.Attestation.SymmetricKey == nil || g.Attestation.SymmetricKey.PrimaryKey == "" {
+		_, _ = f.Cleanup(ctx, nil)
+		return nil, fmt.Errorf("the enrollment group %s came back without its keys (an API key of a role that may see them is needed)", g.ID)
+	}
+	f.GroupKey = g.Attestation.SymmetricKey.PrimaryKey
+	return f, nil
+}
+
+// CreateDPSX509Fixture creates an enabled X.509 enrollment group named
+// name, of a CA the bench makes in memory (ECDSA P-256) and vouches for as
+// verified (which needs an operator key), for devices whose registration
+// ids start with devicePrefix (see Cleanup); it also reads the ID scope
+// and the CA chain.
+func CreateDPSX509Fixture(ctx context.Context, c *apiclient.Client, name, devicePrefix string) (*Fixture, error) {
+	ca, err := NewDeviceCA(strings.ToLower(name) + " CA")
+	if err != nil {
+		return nil, err
+	}
+	f, g, err := createDPSGroup(ctx, c, name, devicePrefix, registry.GroupAttestation{Type: registry.AttestationX509,
+		X509CA: &registry.X509CAAttestation{CACertificatePEM: ca.PEM(), Verified: true}})
+	if err != nil {
+		return nil, err
+	}
+	if g.Attestation.X509CA == nil || !g.Attestation.X509CA.Verified {
+		_, _ = f.Cleanup(ctx, nil)
+		return nil, fmt.Errorf("the enrollment group %s came back with its CA not verified (an operator API key is needed to vouch for it)", g.ID)
+	}
+	f.CA = ca
+	return f, nil
+}
+
+// createDPSGroup reads the ID scope and the CA chain and creates an
+// enabled enrollment group named name with attestation a.
+func createDPSGroup(ctx context.Context, c *apiclient.Client, name, devicePrefix string, a registry.GroupAttestation) (*Fixture, *registry.EnrollmentGroup, error) {
 	scope, err := c.IDScope(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("reading the ID scope: %w", err)
+		return nil, nil, fmt.Errorf("reading the ID scope: %w", err)
 	}
 	chain, err := c.CAChainPEM(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("reading the CA chain: %w", err)
+		return nil, nil, fmt.Errorf("reading the CA chain: %w", err)
 	}
 	g, err := c.CreateEnrollmentGroup(ctx, api.CreateEnrollmentGroupRequest{
 		ID:          strings.ToLower(name),
-		Attestation: registry.GroupAttestation{Type: registry.AttestationSymmetricKey},
+		Attestation: a,
 		EnrollmentPolicies: registry.EnrollmentPolicies{
 			Status:            registry.EnrollmentEnabled,
 			ReprovisionPolicy: registry.EnrollmentReprovisionNever,
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("creating the bench enrollment group: %w", err)
+		return nil, nil, fmt.Errorf("creating the bench enrollment group: %w", err)
 	}
-	if g.Attestation.SymmetricKey == nil || g.Attestation.SymmetricKey.PrimaryKey == "" {
-		f := &Fixture{client: c, GroupID: g.ID}
-		_, _ = f.Cleanup(ctx, nil)
-		return nil, fmt.Errorf("the enrollment group %s came back without its keys (an API key of a role that may see them is needed)", g.ID)
-	}
-	return &Fixture{client: c, GroupID: g.ID, GroupKey: g.Attestation.SymmetricKey.PrimaryKey, IDScope: scope, CAChain: chain,
-		devicePrefix: strings.ToLower(devicePrefix)}, nil
+	return &Fixture{client: c, GroupID: g.ID, IDScope: scope, CAChain: chain, devicePrefix: strings.ToLower(devicePrefix)}, g, nil
 }
 
 // CreateFixture creates a profile named name that lets devices create

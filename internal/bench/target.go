@@ -31,6 +31,10 @@ type Target struct {
 	// device derives its own key from it (attest.DeriveDeviceKey) and
 	// signs its SAS token with that.
 	IDScope, GroupKey string
+	// CA, for the azure-dps dialect with x509 credentials (instead of
+	// GroupKey): the CA of a verified X.509 enrollment group, which signs
+	// each device's certificate.
+	CA *DeviceCA
 	// MetricsURL is the server's HTTP base URL (http://host:port); when
 	// set, its /metrics gives the server's side of the report.
 	MetricsURL string
@@ -66,9 +70,9 @@ func (t *Target) validate() error {
 	return t.defaults()
 }
 
-// validateDPS checks t for the azure-dps dialect and fills in its
-// defaults.
-func (t *Target) validateDPS() error {
+// validateDPS checks t for the azure-dps dialect with credentials and
+// fills in its defaults.
+func (t *Target) validateDPS(credentials string) error {
 	if t.MQTTSAddr == "" {
 		return errors.New("no MQTTS address")
 	}
@@ -76,7 +80,11 @@ func (t *Target) validateDPS() error {
 	if err != nil {
 		return fmt.Errorf("MQTTS address %q: want host:port", t.MQTTSAddr)
 	}
-	if t.IDScope == "" || t.GroupKey == "" {
+	if credentials == CredentialsX509 {
+		if t.IDScope == "" || t.CA == nil {
+			return errors.New("no DPS ID scope and enrollment group CA")
+		}
+	} else if t.IDScope == "" || t.GroupKey == "" {
 		return errors.New("no DPS ID scope and enrollment group key")
 	}
 	if t.ServerName == "" {
