@@ -495,11 +495,20 @@ func (a *Agent) session(ctx context.Context, c mqtt.Client, st *State, lost <-ch
 		return fmt.Errorf("request shared attributes: %w", err)
 	}
 
-	renew := a.renewAfter(st)
+	return a.runSession(ctx, st, lost, nil, func() error { return a.sendTelemetry(ctx, c) })
+}
+
+// runSession is a connected session's life, whatever the dialect: publish
+// telemetry every interval until ctx ends (nil), the connection is lost
+// (its error), tokenExpiry fires (errRenewToken: reconnect with a fresh
+// token; nil for no token), or a renewed certificate is ready to be used
+// (errRenewCert).
+func (a *Agent) runSession(ctx context.Context, st *State, lost <-chan error, tokenExpiry <-chan time.Time, publish func() error) error {
+	renewCert := a.renewAfter(st)
 	tick := time.NewTicker(a.cfg.Telemetry.Interval)
 	defer tick.Stop()
 	for {
-		if err := a.sendTelemetry(ctx, c); err != nil {
+		if err := publish(); err != nil {
 			return err
 		}
 	wait:
@@ -508,11 +517,13 @@ func (a *Agent) session(ctx context.Context, c mqtt.Client, st *State, lost <-ch
 			return nil
 		case err := <-lost:
 			return err
-		case <-renew:
+		case <-tokenExpiry:
+			return errRenewToken
+		case <-renewCert:
 			if a.renewIfDue(ctx, st) {
 				return errRenewCert
 			}
-			renew = a.renewAfter(st)
+			renewCert = a.renewAfter(st)
 			goto wait
 		case <-tick.C:
 		}

@@ -547,30 +547,7 @@ func (a *Agent) azureSession(ctx context.Context, c mqtt.Client, st *State, lost
 		defer t.Stop()
 		renew = t.C
 	}
-	renewCert := a.renewAfter(st)
-	tick := time.NewTicker(a.cfg.Telemetry.Interval)
-	defer tick.Stop()
-	for {
-		if err := a.publishTelemetry(ctx, c, events); err != nil {
-			return err
-		}
-	wait:
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-lost:
-			return err
-		case <-renew:
-			return errRenewToken
-		case <-renewCert:
-			if a.renewIfDue(ctx, st) {
-				return errRenewCert
-			}
-			renewCert = a.renewAfter(st)
-			goto wait
-		case <-tick.C:
-		}
-	}
+	return a.runSession(ctx, st, lost, renew, func() error { return a.publishTelemetry(ctx, c, events) })
 }
 
 // hasProperties reports whether a twin section holds properties besides
