@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"reflect"
 	"slices"
@@ -443,27 +442,6 @@ func compactJSON(v json.RawMessage) json.RawMessage {
 		return v
 	}
 	return b.Bytes()
-}
-
-// decodeOptionalJSON is decodeJSON for a body that may be left out.
-func decodeOptionalJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	body, err := limitBody(w, r, maxJSONBody)
-	if err != nil {
-		return err
-	}
-	b, err := io.ReadAll(body)
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return tooLarge(mbe.Limit)
-		}
-		return badRequest("reading the request body: %v", err)
-	}
-	if len(bytes.TrimSpace(b)) == 0 {
-		return nil
-	}
-	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
-	return decodeJSON(w, r, v)
 }
 
 // newSymmetricKey returns a generated key: 64 random bytes in base64, as DPS

@@ -174,6 +174,16 @@ func limitBody(w http.ResponseWriter, r *http.Request, limit int64) (io.Reader, 
 // refusing invalid UTF-8 (which encoding/json would silently replace),
 // unknown fields and trailing data.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	return decodeBody(w, r, v, false)
+}
+
+// decodeOptionalJSON is decodeJSON for a body that may be left out (v is
+// then left as it is).
+func decodeOptionalJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	return decodeBody(w, r, v, true)
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
 	body, err := limitBody(w, r, maxJSONBody)
 	if err != nil {
 		return err
@@ -187,6 +197,9 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		return badRequest("reading the request body: %v", err)
 	}
 	if len(bytes.TrimSpace(b)) == 0 {
+		if optional {
+			return nil
+		}
 		return badRequest("the request body is empty; a JSON object is expected")
 	}
 	if !utf8.Valid(b) {
