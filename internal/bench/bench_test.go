@@ -650,3 +650,20 @@ func TestLoadDeviceCA(t *testing.T) {
 		t.Error("a key of another certificate accepted")
 	}
 }
+
+// An "assigned" answer that names its hub and device is no error: a nil
+// error, not a nil *Error in one (which classify would dereference).
+func TestDPSAssignedIsNoError(t *testing.T) {
+	var a dpsAnswer
+	if err := json.Unmarshal([]byte(`{"operationId":"4.a.b","status":"assigned","registrationState":{"assignedHub":"hub","deviceId":"d","status":"assigned"}}`), &a.op); err != nil {
+		t.Fatal(err)
+	}
+	var err error = a.assigned(PhaseRegister)
+	if err != nil {
+		t.Fatalf("assigned = %#v, want nil", err)
+	}
+	a.op.RegistrationState.DeviceID = ""
+	if err := a.assigned(PhaseRegister); err == nil {
+		t.Fatal("an assignment without a device id was accepted")
+	}
+}

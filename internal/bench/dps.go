@@ -188,7 +188,14 @@ func dpsDevice(ctx context.Context, s *storm, i int, rec *record) (*mqttConn, er
 	rec.lat[1] = time.Since(t1)
 	if a.status == 200 && a.op.Status == "assigned" {
 		// Assigned at once (DPS may answer so): no poll to measure.
-		return nil, a.assigned(PhaseRegister)
+		if err := a.assigned(PhaseRegister); err != nil {
+			return nil, err
+		}
+		if s.cfg.RegistrationOnly {
+			return nil, nil
+		}
+		c.close(true)
+		return s.dpsHub(ctx, i, rec, id, a.op.RegistrationState.AssignedHub, a.op.RegistrationState.DeviceID)
 	}
 	if a.status != 202 || a.op.Status != "assigning" || a.op.OperationID == "" {
 		return nil, a.refusal(PhaseRegister, "202 assigning")
@@ -272,7 +279,8 @@ func (s *storm) dpsHub(ctx context.Context, i int, rec *record, id *dpsIdentity,
 }
 
 // assigned checks that an "assigned" answer names the hub and the device.
-func (a *dpsAnswer) assigned(phase Phase) *Error {
+// It returns error, not *Error: a nil *Error in an error is not nil.
+func (a *dpsAnswer) assigned(phase Phase) error {
 	rs := a.op.RegistrationState
 	if rs == nil || rs.AssignedHub == "" || rs.DeviceID == "" {
 		return &Error{Kind: KindProtocol, Phase: phase, Err: fmt.Errorf("assigned without a hub and device id: %.200s", a.raw)}

@@ -28,19 +28,22 @@ func newReadPool(db *sql.DB) *readPool {
 // stmt returns query prepared, or nil when it cannot be cached.
 func (p *readPool) stmt(ctx context.Context, query string) *sql.Stmt {
 	p.mu.RLock()
-	st := p.stmts[query]
+	st, full := p.stmts[query], len(p.stmts) >= maxCachedStatements
 	p.mu.RUnlock()
-	if st != nil {
+	if st != nil || full {
 		return st
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if st = p.stmts[query]; st != nil || len(p.stmts) >= maxCachedStatements {
-		return st
-	}
+	// Prepared outside the lock: preparing waits for a connection, and
+	// the other queries must not wait behind it.
 	st, err := p.DB.PrepareContext(ctx, query)
 	if err != nil {
 		return nil // the plain call reports the error
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cur := p.stmts[query]; cur != nil || len(p.stmts) >= maxCachedStatements {
+		st.Close() // another caller won the race, or the cache filled meanwhile
+		return cur
 	}
 	p.stmts[query] = st
 	return st
