@@ -57,10 +57,15 @@ const (
 	// blob) is kept: the SDKs answer a challenge and poll within seconds.
 	TPMChallengeTTL = 5 * time.Minute
 	// maxTPMPendingPerRegistration bounds the keys pending for one
-	// registration: a few, so that a device is not locked out by someone
-	// replaying its (public) EK, and so that a flood of challenges for it
-	// costs nothing more.
+	// registration, and tpmChallengeSpacing how often one is made: a new
+	// challenge pushes out the oldest, so someone replaying the device's
+	// (public) EK could push out the device's own — but only one every
+	// tpmChallengeSpacing, which leaves a device some
+	// maxTPMPendingPerRegistration × tpmChallengeSpacing to answer its
+	// challenge. (Nothing can tell the device's challenge request from a
+	// replay: the EK is public; this bounds the nuisance, it cannot end it.)
 	maxTPMPendingPerRegistration = 4
+	tpmChallengeSpacing          = 2 * time.Second
 	// maxTPMPending bounds all pending keys and answers of the node.
 	maxTPMPending = 10_000
 )
@@ -114,7 +119,8 @@ func (t *tpmState) expire(now time.Time) {
 	}
 }
 
-// add records a pending key, the oldest of the registration's making room.
+// add records a pending key, the oldest of the registration's making room;
+// a registration gets at most one new key every tpmChallengeSpacing.
 func (t *tpmState) add(id string, p tpmPending, now time.Time) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -125,6 +131,9 @@ func (t *tpmState) add(id string, p tpmPending, now time.Time) error {
 		}
 	}
 	ps := t.pending[id]
+	if n := len(ps); n > 0 && now.Before(ps[n-1].expires.Add(-TPMChallengeTTL+tpmChallengeSpacing)) {
+		return &Error{Reason: ReasonBusy, Msg: "a TPM challenge for this registration was made a moment ago; retry"}
+	}
 	if len(ps) == maxTPMPendingPerRegistration {
 		ps = append(ps[:0], ps[1:]...)
 		t.n--

@@ -1,11 +1,13 @@
 package provision
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/base64"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -201,5 +203,50 @@ func TestRegisterTPM(t *testing.T) {
 		if ReasonOf(err) != tc.reason || !strings.Contains(err.Error(), tc.msg) {
 			t.Errorf("%s: %v, want %s saying %q", tc.name, err, tc.reason, tc.msg)
 		}
+	}
+}
+
+// Someone replaying a device's public EK cannot push the device's pending
+// key out at will: a registration gets one new challenge every
+// tpmChallengeSpacing, so the device keeps time to answer its own.
+func TestTPMChallengesSpaced(t *testing.T) {
+	ctx := context.Background()
+	store := testutil.NewStore(t, nil)
+	scope, _ := store.IDScope(ctx, registry.DefaultOrgID)
+	now := time.Now()
+	svc := New(Options{Store: store, Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now },
+		Limiter: &FailureLimiter{Burst: 1 << 20, Leak: time.Second, Base: time.Millisecond, Max: time.Millisecond, MaxSources: 16},
+		DPS:     DPSOptions{Hubs: func() []allocate.Hub { return []allocate.Hub{{Name: "hub.example", Weight: 1, Enabled: true}} }}})
+	ek, srk := tpmTestKey(t, 0, tpm2.RSAEKTemplate), tpmTestKey(t, 1, tpm2.RSASRKTemplate)
+	attackerSRK := tpmTestKey(t, 2, tpm2.RSASRKTemplate)
+	if err := store.CreateEnrollment(ctx, &registry.Enrollment{OrgID: registry.DefaultOrgID, RegistrationID: "tpm-1",
+		Attestation:        registry.Attestation{Type: registry.AttestationTPM, TPM: &registry.TPMAttestation{EndorsementKey: ek}},
+		EnrollmentPolicies: registry.EnrollmentPolicies{Status: registry.EnrollmentEnabled, ReprovisionPolicy: registry.EnrollmentReprovisionReset}}); err != nil {
+		t.Fatal(err)
+	}
+	req := func(src, srk, tok string) RegistrationRequest {
+		return RegistrationRequest{Transport: "https", Source: src, IDScope: scope, RegistrationID: "tpm-1", SASToken: tok,
+			TPM: &TPMEvidence{EndorsementKey: ek, StorageRootKey: srk}}
+	}
+	if _, err := svc.ChallengeTPM(ctx, req("192.0.2.1", srk, "")); err != nil {
+		t.Fatal(err)
+	}
+	deviceKey := base64.StdEncoding.EncodeToString(svc.tpm().pending[tpmID(registry.DefaultOrgID, "tpm-1")][0].key)
+	for i := range maxTPMPendingPerRegistration {
+		if _, err := svc.ChallengeTPM(ctx, req("198.51.100."+strconv.Itoa(i+1), attackerSRK, "")); ReasonOf(err) != ReasonBusy {
+			t.Fatalf("replayed challenge %d right after the device's: err %v, want busy", i, err)
+		}
+	}
+	tok, err := attest.Sign(attest.RegistrationResource(scope, "tpm-1"), attest.RegistrationKeyName, deviceKey, now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Register(ctx, req("192.0.2.1", srk, tok)); err != nil {
+		t.Fatalf("the device's second step after the replays: %v", err)
+	}
+	// Spaced out, challenges are made again.
+	now = now.Add(tpmChallengeSpacing)
+	if _, err := svc.ChallengeTPM(ctx, req("192.0.2.1", srk, "")); err != nil {
+		t.Fatalf("a challenge after the spacing: %v", err)
 	}
 }
