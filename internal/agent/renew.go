@@ -285,9 +285,13 @@ func (a *Agent) renewCertificate(ctx context.Context, st *State, cur tls.Certifi
 	if err != nil {
 		return "", err
 	}
-	renewed := certs[0]
+	renewed := holderOf(certs, key.Public())
 	if err := checkRenewed(renewed, leaf, key.Public(), a.tls.RootCAs, intermediates(cur), time.Now()); err != nil {
 		return "", err
+	}
+	if renewed.SerialNumber.Cmp(leaf.SerialNumber) == 0 {
+		// Its files would be the current certificate's.
+		return "", errors.New("the server renewed the certificate under the same serial number")
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
@@ -326,6 +330,20 @@ func (a *Agent) renewCertificate(ctx context.Context, st *State, cur tls.Certifi
 // checkRenewed checks the certificate the server returned: it chains to
 // the trusted CAs for client authentication, names the same subject as
 // the one it renews, holds the new public key, and is valid at now.
+// holderOf picks, from an EST answer, the certificate of pub: a certs-only
+// PKCS#7 is a set, the new certificate may stand anywhere in it. The
+// first certificate when none holds it (checkRenewed then says so).
+func holderOf(certs []*x509.Certificate, pub crypto.PublicKey) *x509.Certificate {
+	if k, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); ok {
+		for _, c := range certs {
+			if k.Equal(c.PublicKey) {
+				return c
+			}
+		}
+	}
+	return certs[0]
+}
+
 func checkRenewed(renewed, old *x509.Certificate, pub crypto.PublicKey, roots *x509.CertPool, inter *x509.CertPool, now time.Time) error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("the renewed certificate is not usable: "+format, a...)

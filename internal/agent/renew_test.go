@@ -522,3 +522,19 @@ func TestAzureCertificateRenewal(t *testing.T) {
 		t.Errorf("the configured certificate: %v", err)
 	}
 }
+
+// The renewed certificate is found by its key, wherever the server put it
+// in the PKCS#7 set.
+func TestHolderOf(t *testing.T) {
+	ca := testutil.NewCert(t, "CA", nil, testutil.CertOptions{CA: true})
+	leaf := testutil.NewCert(t, "dev", ca, testutil.CertOptions{})
+	for _, certs := range [][]*x509.Certificate{{leaf.Cert, ca.Cert}, {ca.Cert, leaf.Cert}} {
+		if got := holderOf(certs, leaf.Key.Public()); got != leaf.Cert {
+			t.Fatalf("holderOf picked %s, want the leaf", got.Subject)
+		}
+	}
+	other := testutil.NewCert(t, "other", ca, testutil.CertOptions{})
+	if got := holderOf([]*x509.Certificate{ca.Cert, leaf.Cert}, other.Key.Public()); got != ca.Cert {
+		t.Fatalf("with no holder, holderOf = %s, want the first", got.Subject)
+	}
+}
