@@ -30,7 +30,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -207,7 +206,7 @@ func (c *Checker) Config(base *tls.Config, listener string) *tls.Config {
 		per.GetConfigForClient = nil
 		source := ""
 		if hello.Conn != nil {
-			source = hostOf(hello.Conn.RemoteAddr().String())
+			source = provision.SourceHost(hello.Conn.RemoteAddr().String())
 		}
 		ctx := hello.Context()
 		prevVerify := per.VerifyConnection
@@ -472,12 +471,4 @@ func describe(c *x509.Certificate, fp string) string {
 func fingerprint(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.Raw)
 	return hex.EncodeToString(sum[:])
-}
-
-// hostOf strips the port from an address.
-func hostOf(addr string) string {
-	if host, _, err := net.SplitHostPort(addr); err == nil {
-		return host
-	}
-	return addr
 }

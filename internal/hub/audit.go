@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
 )
 
@@ -36,7 +37,7 @@ func (h *Hub) auditTopic(c *conn, topic string, write bool) {
 		Actor:  "device",
 		Action: "mqtt.topic",
 		Result: resultTopicRefused,
-		Source: hostOf(c.sess.RemoteAddr),
+		Source: provision.SourceHost(c.sess.RemoteAddr),
 	}
 	verb := "subscription to"
 	if write {

@@ -11,6 +11,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/registry"
 	"github.com/zerotouch/zerotouch/internal/secret"
 )
@@ -52,7 +53,7 @@ func (h *Hub) connect(cl *mqtt.Client, pk packets.Packet) packets.Code {
 		return h.connectProvisioning(cl, sess, username, r)
 	}
 
-	host := hostOf(sess.RemoteAddr)
+	host := provision.SourceHost(sess.RemoteAddr)
 	if d := h.limiter.Delay(host, time.Now()); d > 0 {
 		t := time.NewTimer(d)
 		select {

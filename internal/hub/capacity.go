@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/zerotouch/zerotouch/internal/provision"
 )
 
 // RefusalReason says why the hub refused a CONNECT for lack of capacity
@@ -92,7 +93,7 @@ func (h *Hub) countRefusal(reason RefusalReason, remote string) {
 // of an IPv6 address (a single host or site usually holds a whole /64, so
 // counting addresses would let it open 2^64 times the cap).
 func sourceKey(remote string) string {
-	host := hostOf(remote)
+	host := provision.SourceHost(remote)
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
 		return host

@@ -907,12 +907,3 @@ func validTopicFilter(s string) bool {
 	}
 	return true
 }
-
-// hostOf strips the port from an address, so that failure limiting
-// applies per host.
-func hostOf(addr string) string {
-	if host, _, err := net.SplitHostPort(addr); err == nil {
-		return host
-	}
-	return addr
-}

@@ -71,11 +71,7 @@ func (h *Hub) findBySAS(ctx context.Context, pk packets.Packet, u IoTHubUsername
 	case cred.SymmetricKey == nil:
 		return auth{}, errors.New("store returned a SYMMETRIC_KEY credential without its key")
 	}
-	keys := []string{cred.SymmetricKey.PrimaryKey}
-	if cred.SymmetricKey.SecondaryKey != "" {
-		keys = append(keys, cred.SymmetricKey.SecondaryKey)
-	}
-	_, err = h.opts.SAS.VerifyDevice(string(pk.Connect.Password), attest.DeviceResource(u.Hub, u.DeviceID), keys...)
+	_, err = h.opts.SAS.VerifyDevice(string(pk.Connect.Password), attest.DeviceResource(u.Hub, u.DeviceID), cred.SymmetricKey.Keys()...)
 	switch {
 	case errors.Is(err, attest.ErrExpired):
 		// The device knows its key: tell it (CONNACK 5 all the same).

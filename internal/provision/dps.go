@@ -276,7 +276,7 @@ func (s *Service) admitSymmetricKey(ctx context.Context, req RegistrationRequest
 	case err == nil && e.Attestation.SymmetricKey == nil:
 		return refuse(ReasonBadKeyOrSecret, "the enrollment of %q does not attest with symmetric keys", a.regID)
 	case err == nil:
-		if _, err := s.dps.SAS.Verify(req.SASToken, resource, keyList(e.Attestation.SymmetricKey)...); err != nil {
+		if _, err := s.dps.SAS.Verify(req.SASToken, resource, e.Attestation.SymmetricKey.Keys()...); err != nil {
 			return sasRefusal(err)
 		}
 		a.enrollment, a.policies, a.keys = e, e.EnrollmentPolicies, e.Attestation.SymmetricKey
@@ -302,7 +302,7 @@ func (s *Service) admitSymmetricKey(ctx context.Context, req RegistrationRequest
 			if err != nil {
 				return err
 			}
-			_, verr := s.dps.SAS.Verify(req.SASToken, resource, keyList(keys)...)
+			_, verr := s.dps.SAS.Verify(req.SASToken, resource, keys.Keys()...)
 			if errors.Is(verr, attest.ErrBadSignature) {
 				continue
 			}
@@ -320,13 +320,6 @@ func (s *Service) admitSymmetricKey(ctx context.Context, req RegistrationRequest
 		return refuse(ReasonNotEnrolled, "no enrollment for registration %q", a.regID)
 	}
 	return refuse(ReasonBadKeyOrSecret, "the shared access signature matches no enrollment of %q", a.regID)
-}
-
-func keyList(k *registry.SymmetricKeyAttestation) []string {
-	if k.SecondaryKey == "" {
-		return []string{k.PrimaryKey}
-	}
-	return []string{k.PrimaryKey, k.SecondaryKey}
 }
 
 func deriveKeys(group *registry.SymmetricKeyAttestation, regID string) (*registry.SymmetricKeyAttestation, error) {

@@ -1,9 +1,20 @@
 package provision
 
 import (
+	"net"
 	"sync"
 	"time"
 )
+
+// SourceHost is the source a request or a connection is counted against:
+// the host of a remote address, without its port, so that a client cannot
+// escape the limits by opening new connections.
+func SourceHost(remoteAddr string) string {
+	if host, _, err := net.SplitHostPort(remoteAddr); err == nil {
+		return host
+	}
+	return remoteAddr
+}
 
 // FailureLimiter slows down sources that keep failing attestation (wrong
 // provision secret, unknown key): brute force gets expensive while a device

@@ -105,6 +105,15 @@ type SymmetricKeyAttestation struct {
 	SecondaryKey string `json:"secondaryKey,omitempty"`
 }
 
+// Keys lists the keys a signature may be made with: the primary, and the
+// secondary when set.
+func (k *SymmetricKeyAttestation) Keys() []string {
+	if k.SecondaryKey == "" {
+		return []string{k.PrimaryKey}
+	}
+	return []string{k.PrimaryKey, k.SecondaryKey}
+}
+
 // X509Attestation identifies an individual enrollment's device by its
 // leaf certificate, given as PEM, or by its thumbprint alone.
 type X509Attestation struct {

@@ -5,9 +5,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -73,42 +74,11 @@ func TestSIGKILLLosesNoAnsweredRegistration(t *testing.T) {
 			}
 		}()
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		mu.Lock()
-		got := len(answered)
-		mu.Unlock()
-		if got >= 150 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	p.cmd.Wait()
-	stop()
-	wg.Wait()
-	if len(answered) < 30 {
-		t.Fatalf("only %d registrations answered before the kill:\n%s", len(answered), p.stderr)
-	}
-	t.Logf("%d registrations answered before SIGKILL", len(answered))
+	p.killDuringBurst(t, func() int { mu.Lock(); defer mu.Unlock(); return len(answered) }, 150, 30, stop, &wg)
 
+	// Device names are the registration ids.
 	q := startProcessWith(t, data, mqtts)
-	byName := map[string]deviceOut{}
-	for _, d := range list[deviceOut](q.node, "/api/devices?limit=1000") {
-		byName[d.Name] = d
-	}
-	for id := range answered {
-		if _, ok := byName[id]; !ok {
-			t.Errorf("registration %s was answered but its device is gone after the crash", id)
-		}
-	}
-	for name, d := range byName {
-		if cs := q.node.credentials(d.ID); d.ProvisionedAt == nil || len(cs) != 1 || cs[0].Status != "active" {
-			t.Errorf("half-made device %s: provisionedAt %v, credentials %+v", name, d.ProvisionedAt, cs)
-		}
-	}
+	q.checkAnsweredWhole(t, slices.Collect(maps.Keys(answered)))
 	// A sample of answered operations still polls to "assigned", and the
 	// device connects to its hub.
 	checked := 0
@@ -124,25 +94,13 @@ func TestSIGKILLLosesNoAnsweredRegistration(t *testing.T) {
 	}
 }
 
-// dpsClient connects a DPS registration session and returns it with the
-// channel its answers arrive on.
+// dpsClient connects a DPS registration session signed with key.
 func dpsClient(addr string, cfg *tls.Config, scope, id, key string) (mqtt.Client, chan mqtt.Message, error) {
 	tok, err := attest.Sign(attest.RegistrationResource(scope, id), attest.RegistrationKeyName, key, time.Now().Add(time.Hour))
 	if err != nil {
 		return nil, nil, err
 	}
-	o := mqtt.NewClientOptions().AddBroker("ssl://" + addr).SetTLSConfig(cfg).SetClientID(id).SetUsername(dpsUsername(scope, id)).
-		SetPassword(tok).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetProtocolVersion(4)
-	c := mqtt.NewClient(o)
-	if tk := c.Connect(); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
-		return nil, nil, fmt.Errorf("connect: %v", tk.Error())
-	}
-	msgs := make(chan mqtt.Message, 4)
-	if tk := c.Subscribe("$dps/registrations/res/#", 1, func(_ mqtt.Client, m mqtt.Message) { msgs <- m }); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
-		c.Disconnect(0)
-		return nil, nil, fmt.Errorf("subscribe: %v", tk.Error())
-	}
-	return c, msgs, nil
+	return dialDPS("ssl://"+addr, cfg, id, dpsUsername(scope, id), tok)
 }
 
 // registerOnce registers and returns the operation id of a 202 answer.

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -85,6 +87,50 @@ func startProcessWith(t *testing.T, dataDir, mqttsAddr string) *process {
 	}
 }
 
+// killDuringBurst SIGKILLs the server once answered() reaches want (or
+// after 30 s), while requests are in flight, then ends the burst (stop,
+// and waits for its workers) and fails unless at least least requests
+// were answered.
+func (p *process) killDuringBurst(t *testing.T, answered func() int, want, least int, stop func(), workers *sync.WaitGroup) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); answered() < want && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Wait()
+	stop()
+	workers.Wait()
+	n := answered()
+	if n < least {
+		t.Fatalf("only %d answers before the kill; the burst did not get going:\n%s", n, p.stderr)
+	}
+	t.Logf("%d requests answered before SIGKILL", n)
+}
+
+// checkAnsweredWhole checks, after a crash, that the device of every
+// answered request (by name) is there, and that no device is half made:
+// each is provisioned with exactly one active credential.
+func (p *process) checkAnsweredWhole(t *testing.T, answered []string) {
+	t.Helper()
+	byName := map[string]deviceOut{}
+	for _, d := range p.node.devices() {
+		byName[d.Name] = d
+	}
+	for _, name := range answered {
+		if _, ok := byName[name]; !ok {
+			t.Errorf("device %s was answered but is gone after the crash", name)
+		}
+	}
+	for name, d := range byName {
+		cs := p.node.credentials(d.ID)
+		if d.ProvisionedAt == nil || len(cs) != 1 || cs[0].Status != "active" {
+			t.Errorf("half-made device %s: provisionedAt %v, credentials %+v", name, d.ProvisionedAt, cs)
+		}
+	}
+}
+
 // TestSIGKILLLosesNoAnsweredDevice kills the server with SIGKILL in the middle
 // of a provisioning burst, restarts it on the same data, and checks that every
 // device whose SUCCESS answer was received exists with working credentials,
@@ -129,44 +175,10 @@ func TestSIGKILLLosesNoAnsweredDevice(t *testing.T) {
 			}
 		}()
 	}
-	// Kill once a good number of answers went out, while requests are in flight.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		mu.Lock()
-		got := len(answered)
-		mu.Unlock()
-		if got >= 400 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	p.cmd.Wait()
-	stop()
-	wg.Wait()
-	if len(answered) < 50 {
-		t.Fatalf("only %d answers before the kill; the burst did not get going:\n%s", len(answered), p.stderr)
-	}
-	t.Logf("%d devices answered before SIGKILL", len(answered))
+	p.killDuringBurst(t, func() int { mu.Lock(); defer mu.Unlock(); return len(answered) }, 400, 50, stop, &wg)
 
 	q := startProcess(t, data)
-	byName := map[string]deviceOut{}
-	for _, d := range q.node.devices() {
-		byName[d.Name] = d
-	}
-	for name := range answered {
-		if _, ok := byName[name]; !ok {
-			t.Errorf("device %s was answered SUCCESS but is gone after the crash", name)
-		}
-	}
-	for name, d := range byName {
-		cs := q.node.credentials(d.ID)
-		if d.ProvisionedAt == nil || len(cs) != 1 || cs[0].Status != "active" {
-			t.Errorf("half-made device %s: provisionedAt %v, credentials %+v", name, d.ProvisionedAt, cs)
-		}
-	}
+	q.checkAnsweredWhole(t, slices.Collect(maps.Keys(answered)))
 	// The tokens themselves still authenticate (a sample keeps the test short).
 	checked := 0
 	for name, tok := range answered {

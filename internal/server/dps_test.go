@@ -102,30 +102,48 @@ func dpsToken(t testing.TB, scope, regID, key string, ttl time.Duration) string 
 	return tok
 }
 
+// dialDPS opens a registration session on broker (a paho URL: ssl://,
+// tcp://, wss://, ws://) and subscribes to its answers, which arrive on
+// the channel. It fails no test: goroutines use it too.
+func dialDPS(broker string, tlsCfg *tls.Config, clientID, username, password string) (mqtt.Client, chan mqtt.Message, error) {
+	o := mqtt.NewClientOptions().AddBroker(broker).SetTLSConfig(tlsCfg).SetClientID(clientID).SetUsername(username).
+		SetPassword(password).SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetProtocolVersion(4)
+	c := mqtt.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		return nil, nil, fmt.Errorf("connect %s as %s: %v", broker, username, tok.Error())
+	}
+	msgs := make(chan mqtt.Message, 10)
+	tok := c.Subscribe("$dps/registrations/res/#", 1, func(_ mqtt.Client, m mqtt.Message) { msgs <- m })
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		c.Disconnect(0)
+		return nil, nil, fmt.Errorf("subscribe: %v", tok.Error())
+	}
+	if st := tok.(*mqtt.SubscribeToken).Result()["$dps/registrations/res/#"]; st != 1 {
+		c.Disconnect(0)
+		return nil, nil, fmt.Errorf("SUBACK granted %d, want 1", st)
+	}
+	return c, msgs, nil
+}
+
 // dpsConnect opens a registration session on addr (MQTTS unless tlsCfg is nil).
 func (n *node) dpsConnect(t *testing.T, addr string, tlsCfg *tls.Config, username, password, clientID string) *dpsSession {
 	t.Helper()
-	o := mqtt.NewClientOptions().SetClientID(clientID).SetUsername(username).SetPassword(password).
-		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetProtocolVersion(4)
-	if tlsCfg != nil {
-		o.AddBroker("ssl://" + addr).SetTLSConfig(tlsCfg)
-	} else {
-		o.AddBroker("tcp://" + addr)
+	scheme := "ssl://"
+	if tlsCfg == nil {
+		scheme = "tcp://"
 	}
-	c := mqtt.NewClient(o)
-	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect %s: %v", username, tok.Error())
+	return dpsSessionOn(t, scheme+addr, tlsCfg, username, password, clientID)
+}
+
+// dpsSessionOn is dialDPS for the test's goroutine, closed when it ends.
+func dpsSessionOn(t *testing.T, broker string, tlsCfg *tls.Config, username, password, clientID string) *dpsSession {
+	t.Helper()
+	c, msgs, err := dialDPS(broker, tlsCfg, clientID, username, password)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Disconnect(0) })
-	s := &dpsSession{t: t, c: c, msgs: make(chan mqtt.Message, 10)}
-	tok := c.Subscribe("$dps/registrations/res/#", 1, func(_ mqtt.Client, m mqtt.Message) { s.msgs <- m })
-	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
-	if st := tok.(*mqtt.SubscribeToken).Result()["$dps/registrations/res/#"]; st != 1 {
-		t.Fatalf("SUBACK granted %d, want 1", st)
-	}
-	return s
+	return &dpsSession{t: t, c: c, msgs: msgs}
 }
 
 // request publishes body on topic (with a fresh $rid appended) and

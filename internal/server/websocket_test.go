@@ -22,23 +22,13 @@ func TestMQTTOverWebSocket(t *testing.T) {
 	wss := "wss://" + n.srv.HTTPSAddr().String() + iotHubWebSocketPath
 
 	// DPS over WebSocket over TLS.
-	o := mqtt.NewClientOptions().AddBroker(wss).SetTLSConfig(n.tlsConfig(t)).SetClientID("ws-1").
-		SetUsername(dpsUsername(scope, "ws-1")).SetPassword(dpsToken(t, scope, "ws-1", dpsKey1, time.Hour)).
-		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetProtocolVersion(4)
-	c := mqtt.NewClient(o)
-	if tk := c.Connect(); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
-		t.Fatalf("DPS over wss: %v", tk.Error())
-	}
-	s := &dpsSession{t: t, c: c, msgs: make(chan mqtt.Message, 10)}
-	if tk := c.Subscribe("$dps/registrations/res/#", 1, func(_ mqtt.Client, m mqtt.Message) { s.msgs <- m }); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
-		t.Fatal(tk.Error())
-	}
+	s := dpsSessionOn(t, wss, n.tlsConfig(t), dpsUsername(scope, "ws-1"), dpsToken(t, scope, "ws-1", dpsKey1, time.Hour), "ws-1")
 	a := s.register("ws-1", "")
 	done := s.poll(a.str("operationId"))
 	if done.str("status") != "assigned" {
 		t.Fatalf("registration over wss = %s", done.Raw)
 	}
-	c.Disconnect(0)
+	s.c.Disconnect(0)
 
 	// IoT Hub over WebSocket over TLS, with the device's SAS token.
 	hubName := done.str("registrationState", "assignedHub")
@@ -46,7 +36,7 @@ func TestMQTTOverWebSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o = mqtt.NewClientOptions().AddBroker(wss).SetTLSConfig(n.tlsConfig(t)).SetClientID("ws-1").
+	o := mqtt.NewClientOptions().AddBroker(wss).SetTLSConfig(n.tlsConfig(t)).SetClientID("ws-1").
 		SetUsername(hubName + "/ws-1/?api-version=2021-04-12").SetPassword(tok).
 		SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetProtocolVersion(4)
 	hubc := mqtt.NewClient(o)
@@ -81,24 +71,8 @@ func TestMQTTOverWebSocket(t *testing.T) {
 	}
 
 	// DPS tokens do not travel in the clear: refused on plain /mqtt.
-	ps := n.dpsWS(t, "ws://"+n.srv.HTTPAddr().String()+mqttWebSocketPath, scope, "ws-1")
+	ps := dpsSessionOn(t, "ws://"+n.srv.HTTPAddr().String()+mqttWebSocketPath, nil, dpsUsername(scope, "ws-1"), dpsToken(t, scope, "ws-1", dpsKey1, time.Hour), "ws-1")
 	if a := ps.register("ws-1", ""); a.Status != 401 {
 		t.Fatalf("DPS over plain ws = %d %s, want 401", a.Status, a.Raw)
 	}
-}
-
-func (n *node) dpsWS(t *testing.T, broker, scope, regID string) *dpsSession {
-	t.Helper()
-	o := mqtt.NewClientOptions().AddBroker(broker).SetClientID(regID).SetUsername(dpsUsername(scope, regID)).
-		SetPassword(dpsToken(t, scope, regID, dpsKey1, time.Hour)).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetProtocolVersion(4)
-	c := mqtt.NewClient(o)
-	if tk := c.Connect(); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
-		t.Fatalf("connect %s: %v", broker, tk.Error())
-	}
-	t.Cleanup(func() { c.Disconnect(0) })
-	s := &dpsSession{t: t, c: c, msgs: make(chan mqtt.Message, 10)}
-	if tk := c.Subscribe("$dps/registrations/res/#", 1, func(_ mqtt.Client, m mqtt.Message) { s.msgs <- m }); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
-		t.Fatal(tk.Error())
-	}
-	return s
 }

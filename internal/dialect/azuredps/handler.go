@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -91,7 +90,7 @@ func (h *Handler) HandleMQTT(ctx context.Context, s Session, topic string, paylo
 		h.log.Debug("DPS request dropped", "remote", s.RemoteAddr, "error", err)
 		return "", nil
 	}
-	req := provision.RegistrationRequest{Transport: "mqtt", Source: hostOf(s.RemoteAddr),
+	req := provision.RegistrationRequest{Transport: "mqtt", Source: provision.SourceHost(s.RemoteAddr),
 		SASToken: s.Password, Certificates: s.Certificates}
 	var a answer
 	u, err := ParseUsername(s.Username)
@@ -211,7 +210,7 @@ func parsePath(path string) (httpPath, bool) {
 // GET …/operations/{id}, authenticated by "Authorization:
 // SharedAccessSignature …" or the TLS client certificate.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	req := provision.RegistrationRequest{Transport: "https", Source: hostOf(r.RemoteAddr),
+	req := provision.RegistrationRequest{Transport: "https", Source: provision.SourceHost(r.RemoteAddr),
 		SASToken: r.Header.Get("Authorization")}
 	if r.TLS != nil {
 		req.Certificates = r.TLS.PeerCertificates
@@ -249,13 +248,4 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(a.status)
 	w.Write(a.body)
-}
-
-// hostOf strips the port from an address, so that rate limiting applies
-// per host.
-func hostOf(addr string) string {
-	if host, _, err := net.SplitHostPort(addr); err == nil {
-		return host
-	}
-	return addr
 }

@@ -11,12 +11,12 @@ import (
 	"io"
 	"log/slog"
 	"mime"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/zerotouch/zerotouch/internal/pki"
+	"github.com/zerotouch/zerotouch/internal/provision"
 )
 
 // PathPrefix is where EST lives (RFC 7030 section 3.2.2); mount Handler
@@ -162,7 +162,7 @@ func (h *Handler) simpleReenroll(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, op, http.StatusBadRequest, err.Error(), certAttrs(current)...)
 		return
 	}
-	cert, err := h.renewer.Renew(r.Context(), current, csr, hostOf(r.RemoteAddr))
+	cert, err := h.renewer.Renew(r.Context(), current, csr, provision.SourceHost(r.RemoteAddr))
 	if err == nil && cert == nil {
 		err = errors.New("the Renewer returned no certificate and no error")
 	}
@@ -172,14 +172,14 @@ func (h *Handler) simpleReenroll(w http.ResponseWriter, r *http.Request) {
 			h.refuse(w, r, op, status, err.Error(), certAttrs(current)...)
 		case r.Context().Err() != nil:
 			// The client went away: nothing failed on our side.
-			h.log.InfoContext(r.Context(), "EST renewal abandoned by the client", append(certAttrs(current), "source", hostOf(r.RemoteAddr))...)
+			h.log.InfoContext(r.Context(), "EST renewal abandoned by the client", append(certAttrs(current), "source", provision.SourceHost(r.RemoteAddr))...)
 		default:
-			h.log.ErrorContext(r.Context(), "EST renewal failed", append(certAttrs(current), "source", hostOf(r.RemoteAddr), "error", err)...)
+			h.log.ErrorContext(r.Context(), "EST renewal failed", append(certAttrs(current), "source", provision.SourceHost(r.RemoteAddr), "error", err)...)
 			writeText(w, status, "the certificate could not be renewed: internal error; try again later")
 		}
 		return
 	}
-	h.log.DebugContext(r.Context(), "EST renewal", append(certAttrs(current), "source", hostOf(r.RemoteAddr),
+	h.log.DebugContext(r.Context(), "EST renewal", append(certAttrs(current), "source", provision.SourceHost(r.RemoteAddr),
 		"newSerial", pki.SerialHex(cert.SerialNumber), "notAfter", cert.NotAfter)...)
 	h.writeCerts(w, r, op, []*x509.Certificate{cert})
 }
@@ -220,7 +220,7 @@ func (h *Handler) writeCerts(w http.ResponseWriter, r *http.Request, op string, 
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, op string, status int, msg string, attrs ...any) {
 	msg = sanitize(msg)
 	h.log.InfoContext(r.Context(), "EST request refused", append([]any{
-		"op", op, "method", r.Method, "source", hostOf(r.RemoteAddr), "status", status, "reason", msg,
+		"op", op, "method", r.Method, "source", provision.SourceHost(r.RemoteAddr), "status", status, "reason", msg,
 	}, attrs...)...)
 	writeText(w, status, msg)
 }
@@ -324,12 +324,4 @@ func encodeBase64Lines(der []byte) []byte {
 	b.WriteString(enc)
 	b.WriteByte('\n')
 	return b.Bytes()
-}
-
-// hostOf strips the port from an address: the Renewer's source is a host.
-func hostOf(addr string) string {
-	if host, _, err := net.SplitHostPort(addr); err == nil {
-		return host
-	}
-	return addr
 }

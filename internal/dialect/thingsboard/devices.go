@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/zerotouch/zerotouch/internal/device"
+	"github.com/zerotouch/zerotouch/internal/provision"
 	"github.com/zerotouch/zerotouch/internal/telemetry"
 )
 
@@ -184,7 +185,7 @@ var HTTPRoutes = []string{
 // malformed payload; beyond that 413 (payload over the limit), 429 (rate)
 // and 503 (server overloaded), with a plain-text reason.
 func (a *DeviceAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	dev, err := a.svc.AuthenticateToken(r.Context(), hostOf(r.RemoteAddr), r.PathValue("token"))
+	dev, err := a.svc.AuthenticateToken(r.Context(), provision.SourceHost(r.RemoteAddr), r.PathValue("token"))
 	if err != nil {
 		a.httpError(w, err)
 		return

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 
 	"github.com/zerotouch/zerotouch/internal/provision"
@@ -41,7 +40,7 @@ func (h *Handler) refuse(ctx context.Context, source, msg string) Response {
 // HandleMQTT is the hub's provisioning callback: the payload published on
 // RequestTopic in, the payload for ResponseTopic out.
 func (h *Handler) HandleMQTT(ctx context.Context, remoteAddr string, payload []byte) []byte {
-	resp, _ := h.Provision(ctx, hostOf(remoteAddr), payload)
+	resp, _ := h.Provision(ctx, provision.SourceHost(remoteAddr), payload)
 	return resp.Encode()
 }
 
@@ -51,7 +50,7 @@ func (h *Handler) HandleMQTT(ctx context.Context, remoteAddr string, payload []b
 // the same JSON shape.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
-	source := hostOf(r.RemoteAddr)
+	source := provision.SourceHost(r.RemoteAddr)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestSize))
 	if err != nil {
 		status := http.StatusBadRequest
@@ -69,13 +68,4 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusBadRequest)
 	}
 	w.Write(resp.Encode())
-}
-
-// hostOf strips the port from an address, so that rate limiting applies
-// per host, not per connection.
-func hostOf(addr string) string {
-	if host, _, err := net.SplitHostPort(addr); err == nil {
-		return host
-	}
-	return addr
 }
