@@ -270,12 +270,7 @@ func (s *storm) dpsHub(ctx context.Context, i int, rec *record, id *dpsIdentity,
 	}
 	rec.lat[4] = time.Since(t4)
 	ok = true
-	if s.cfg.KeepConnected {
-		c.setDeadline(time.Time{})
-		return c, nil
-	}
-	c.close(true)
-	return nil, nil
+	return s.settle(c)
 }
 
 // assigned checks that an "assigned" answer names the hub and the device.

@@ -436,6 +436,17 @@ func (s *storm) source(i int) net.IP {
 	return s.srcs[i%len(s.srcs)]
 }
 
+// settle ends a device's exchange on its session: kept open until the
+// storm ends (KeepConnected), else closed.
+func (s *storm) settle(c *mqttConn) (*mqttConn, error) {
+	if s.cfg.KeepConnected {
+		c.setDeadline(time.Time{})
+		return c, nil
+	}
+	c.close(true)
+	return nil, nil
+}
+
 // firstTelemetry publishes a device's first message at QoS 1 and waits
 // for its PUBACK.
 func (c *mqttConn) firstTelemetry(topic string, payload []byte) error {
@@ -556,12 +567,7 @@ func thingsBoardToken(ctx context.Context, s *storm, i int, rec *record) (*mqttC
 	}
 	rec.lat[3] = time.Since(t3)
 	ok = true
-	if s.cfg.KeepConnected {
-		c.setDeadline(time.Time{})
-		return c, nil
-	}
-	c.close(true)
-	return nil, nil
+	return s.settle(c)
 }
 
 // tokenOf reads the access token out of a provisioning answer.
