@@ -4,7 +4,6 @@ package server
 
 import (
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,9 +14,9 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/google/go-tpm-tools/simulator"
 	"github.com/google/go-tpm/tpm2"
-	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/zerotouch/zerotouch/internal/attest/tpmsim"
 
 	"github.com/zerotouch/zerotouch/internal/attest"
 	"github.com/zerotouch/zerotouch/internal/registry"
@@ -35,14 +34,12 @@ import (
 //
 // Run with: go test -tags tpmsim -run DPSTPM ./internal/server/
 
-// tpmDevice is a simulated TPM with the SDK's EK and SRK.
+// tpmDevice is a simulated TPM with the C SDK's EK and SRK, at its
+// persistent handles, and the key it imported last.
 type tpmDevice struct {
-	t        *testing.T
-	tpm      transport.TPMCloser
-	ek, srk  tpm2.AuthHandle
-	ekPublic []byte // TPM2B_PUBLIC, as the SDKs send it
-	srkPub   []byte
-	idKey    tpm2.AuthHandle // the imported HMAC key, once activated
+	*tpmsim.Device
+	t     *testing.T
+	idKey tpm2.AuthHandle // the imported HMAC key, once activated
 }
 
 // newTPMDevice starts a simulated TPM (seed makes it another TPM) with
@@ -50,113 +47,37 @@ type tpmDevice struct {
 // policy) and SRK template (RSA-2048 storage key, AES-128-CFB).
 func newTPMDevice(t *testing.T, seed int64) *tpmDevice {
 	t.Helper()
-	sim, err := simulator.GetWithFixedSeedInsecure(seed)
-	if err != nil {
-		t.Fatalf("start the TPM simulator: %v", err)
-	}
-	d := &tpmDevice{t: t, tpm: transport.FromReadWriteCloser(sim)}
-	t.Cleanup(func() { d.tpm.Close() })
-	// As TSS_CreatePersistentKey: CreatePrimary, EvictControl to the
-	// persistent handle, FlushContext.
-	primary := func(hierarchy, persistent tpm2.TPMHandle, tmpl tpm2.TPMTPublic) (tpm2.AuthHandle, []byte) {
-		rsp, err := tpm2.CreatePrimary{
-			PrimaryHandle: tpm2.AuthHandle{Handle: hierarchy, Auth: tpm2.PasswordAuth(nil)},
-			InPublic:      tpm2.New2B(tmpl),
-		}.Execute(d.tpm)
-		if err != nil {
-			t.Fatalf("CreatePrimary: %v", err)
-		}
-		if _, err := (tpm2.EvictControl{Auth: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
-			ObjectHandle: &tpm2.NamedHandle{Handle: rsp.ObjectHandle, Name: rsp.Name}, PersistentHandle: persistent}).Execute(d.tpm); err != nil {
-			t.Fatalf("EvictControl: %v", err)
-		}
-		if _, err := (tpm2.FlushContext{FlushHandle: rsp.ObjectHandle}).Execute(d.tpm); err != nil {
-			t.Fatalf("FlushContext: %v", err)
-		}
-		return tpm2.AuthHandle{Handle: persistent, Name: rsp.Name}, tpm2.Marshal(rsp.OutPublic)
-	}
-	d.ek, d.ekPublic = primary(tpm2.TPMRHEndorsement, 0x81010001, tpm2.RSAEKTemplate) // TPM_20_EK_HANDLE
-	d.srk, d.srkPub = primary(tpm2.TPMRHOwner, 0x81000001, tpm2.RSASRKTemplate)       // TPM_20_SRK_HANDLE
-	// The EK's policy session, as create_tpm_session: PolicySecret(TPM_RH_ENDORSEMENT).
-	d.ek.Auth = tpm2.Policy(tpm2.TPMAlgSHA256, 16, func(tpm transport.TPM, session tpm2.TPMISHPolicy, nonceTPM tpm2.TPM2BNonce) error {
-		_, err := tpm2.PolicySecret{
-			AuthHandle:    tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: tpm2.PasswordAuth(nil)},
-			PolicySession: session,
-			NonceTPM:      nonceTPM,
-		}.Execute(tpm)
-		return err
-	})
-	d.srk.Auth = tpm2.PasswordAuth(nil)
-	return d
+	return &tpmDevice{Device: tpmsim.New(t, seed, tpm2.RSAEKTemplate, tpm2.RSASRKTemplate, true), t: t}
 }
 
-func (d *tpmDevice) ekB64() string  { return base64.StdEncoding.EncodeToString(d.ekPublic) }
-func (d *tpmDevice) srkB64() string { return base64.StdEncoding.EncodeToString(d.srkPub) }
+func (d *tpmDevice) ekB64() string  { return base64.StdEncoding.EncodeToString(d.EKPublic) }
+func (d *tpmDevice) srkB64() string { return base64.StdEncoding.EncodeToString(d.SRKPublic) }
 
-// importKey runs insert_key_in_tpm on a base64 authentication key:
-// unmarshal TPM2B_ID_OBJECT, TPM2B_ENCRYPTED_SECRET, TPM2B_PRIVATE,
-// TPM2B_ENCRYPTED_SECRET, TPM2B_PUBLIC, UINT16; TPM2_ActivateCredential
-// (activateHandle SRK, keyHandle EK); TPM2_Import under the SRK with the
-// recovered credential as the AES-128-CFB inner key; TPM2_Load. The
-// loaded key replaces the previous one, as the SDK's persistent id key.
+// importKey runs insert_key_in_tpm on a base64 authentication key
+// (tpmsim.Device.Activate), then persists the key at DPS_ID_KEY_HANDLE in
+// place of the previous one, as the SDK keeps its id key.
 func (d *tpmDevice) importKey(authenticationKey string) error {
 	d.t.Helper()
 	blob, err := base64.StdEncoding.DecodeString(authenticationKey)
 	if err != nil {
 		return err
 	}
-	var parts [6][]byte
-	rest := blob
-	for i := range parts {
-		if len(rest) < 2 || int(binary.BigEndian.Uint16(rest)) > len(rest)-2 {
-			return fmt.Errorf("activation blob: part %d truncated", i+1)
-		}
-		n := int(binary.BigEndian.Uint16(rest))
-		parts[i], rest = rest[2:2+n], rest[2+n:]
-	}
-	act, err := tpm2.ActivateCredential{
-		ActivateHandle: d.srk,
-		KeyHandle:      d.ek,
-		CredentialBlob: tpm2.TPM2BIDObject{Buffer: parts[0]},
-		Secret:         tpm2.TPM2BEncryptedSecret{Buffer: parts[1]},
-	}.Execute(d.tpm)
+	load, err := d.Activate(blob)
 	if err != nil {
-		return fmt.Errorf("TPM2_ActivateCredential: %w", err)
+		return err
 	}
-	pub := tpm2.BytesAs2B[tpm2.TPMTPublic](parts[4])
-	imp, err := tpm2.Import{
-		ParentHandle:  d.srk,
-		EncryptionKey: tpm2.TPM2BData{Buffer: act.CertInfo.Buffer},
-		ObjectPublic:  pub,
-		Duplicate:     tpm2.TPM2BPrivate{Buffer: parts[2]},
-		InSymSeed:     tpm2.TPM2BEncryptedSecret{Buffer: parts[3]},
-		Symmetric: tpm2.TPMTSymDef{
-			Algorithm: tpm2.TPMAlgAES,
-			KeyBits:   tpm2.NewTPMUSymKeyBits(tpm2.TPMAlgAES, tpm2.TPMKeyBits(128)),
-			Mode:      tpm2.NewTPMUSymMode(tpm2.TPMAlgAES, tpm2.TPMAlgCFB),
-		},
-	}.Execute(d.tpm)
-	if err != nil {
-		return fmt.Errorf("TPM2_Import: %w", err)
-	}
-	load, err := tpm2.Load{ParentHandle: d.srk, InPrivate: imp.OutPrivate, InPublic: pub}.Execute(d.tpm)
-	if err != nil {
-		return fmt.Errorf("TPM2_Load: %w", err)
-	}
-	// Persist it at DPS_ID_KEY_HANDLE in place of the previous one, and
-	// flush the transient copy.
 	owner := tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)}
 	if d.idKey.Handle != 0 {
 		if _, err := (tpm2.EvictControl{Auth: owner, ObjectHandle: &tpm2.NamedHandle{Handle: d.idKey.Handle, Name: d.idKey.Name},
-			PersistentHandle: dpsIDKeyHandle}).Execute(d.tpm); err != nil {
+			PersistentHandle: dpsIDKeyHandle}).Execute(d.TPM); err != nil {
 			return fmt.Errorf("TPM2_EvictControl (remove the old id key): %w", err)
 		}
 	}
-	if _, err := (tpm2.EvictControl{Auth: owner, ObjectHandle: &tpm2.NamedHandle{Handle: load.ObjectHandle, Name: load.Name},
-		PersistentHandle: dpsIDKeyHandle}).Execute(d.tpm); err != nil {
+	if _, err := (tpm2.EvictControl{Auth: owner, ObjectHandle: &tpm2.NamedHandle{Handle: load.Handle, Name: load.Name},
+		PersistentHandle: dpsIDKeyHandle}).Execute(d.TPM); err != nil {
 		return fmt.Errorf("TPM2_EvictControl: %w", err)
 	}
-	if _, err := (tpm2.FlushContext{FlushHandle: load.ObjectHandle}).Execute(d.tpm); err != nil {
+	if _, err := (tpm2.FlushContext{FlushHandle: load.Handle}).Execute(d.TPM); err != nil {
 		return fmt.Errorf("TPM2_FlushContext: %w", err)
 	}
 	d.idKey = tpm2.AuthHandle{Handle: dpsIDKeyHandle, Name: load.Name, Auth: tpm2.PasswordAuth(nil)}
@@ -174,11 +95,11 @@ func (d *tpmDevice) sasToken(resource, keyName string, expiry time.Time) string 
 	d.t.Helper()
 	sr := attest.URLEncode(resource)
 	se := strconv.FormatInt(expiry.Unix(), 10)
-	rsp, err := tpm2.Hmac{Handle: d.idKey, Buffer: tpm2.TPM2BMaxBuffer{Buffer: []byte(sr + "\n" + se)}, HashAlg: tpm2.TPMAlgSHA256}.Execute(d.tpm)
+	sum, err := d.HMAC(d.idKey, []byte(sr+"\n"+se))
 	if err != nil {
-		d.t.Fatalf("TPM2_HMAC: %v", err)
+		d.t.Fatal(err)
 	}
-	tok := "SharedAccessSignature sr=" + sr + "&sig=" + attest.URLEncode(base64.StdEncoding.EncodeToString(rsp.OutHMAC.Buffer)) + "&se=" + se
+	tok := "SharedAccessSignature sr=" + sr + "&sig=" + attest.URLEncode(base64.StdEncoding.EncodeToString(sum)) + "&se=" + se
 	if keyName != "" {
 		tok += "&skn=" + keyName
 	}
@@ -253,7 +174,7 @@ func TestDPSTPMHTTPS(t *testing.T) {
 	// Another TPM first: the simulator runs one TPM at a time.
 	other := newTPMDevice(t, 12)
 	otherEK, otherSRK := other.ekB64(), other.srkB64()
-	other.tpm.Close()
+	other.TPM.Close()
 
 	d := newTPMDevice(t, 11)
 	n := startNode(t, "")
@@ -346,7 +267,7 @@ func TestDPSTPMHTTPS(t *testing.T) {
 			t.Errorf("%s: %d %v, want %d with errorCode %s and no key", name, code, m, status, errorCode)
 		}
 	}
-	otherTPM := &tpmDevice{ekPublic: mustB64(t, otherEK), srkPub: mustB64(t, otherSRK)}
+	otherTPM := &tpmDevice{Device: &tpmsim.Device{EKPublic: mustB64(t, otherEK), SRKPublic: mustB64(t, otherSRK)}}
 	code, m = c.register(regID, otherTPM, "")
 	bad("another TPM's EK", code, m, 401, "401002")
 	code, m = n.dpsHTTPS(t, scope, "tpm-ghost").register("tpm-ghost", d, "")
@@ -373,7 +294,7 @@ func TestDPSTPMDisabledEnrollment(t *testing.T) {
 	ctx := t.Context()
 	scope := n.idScope(t)
 	const regID = "tpm-unit-2"
-	bare := base64.StdEncoding.EncodeToString(d.ekPublic[2:])
+	bare := base64.StdEncoding.EncodeToString(d.EKPublic[2:])
 	if err := n.srv.Store().CreateEnrollment(ctx, tpmEnrollment(regID, bare, registry.EnrollmentDisabled)); err != nil {
 		t.Fatal(err)
 	}
