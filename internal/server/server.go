@@ -54,7 +54,7 @@ type Server struct {
 	hub      *hub.Hub
 	http     *http.Server
 	pki      *nodePKI
-	hubName  string // --hub-name; empty: see builtinHubName
+	hubName  string // --hub-name, or defaultHubName once the MQTTS listener is bound
 	httpAddr net.Addr
 	mqttAddr net.Addr
 	// httpsAddr and mqttsAddr are the TLS listeners' addresses.
@@ -224,6 +224,9 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 			return s, listenError("MQTTS", "--mqtts", cfg.MQTTS, err)
 		}
 	}
+	if s.hubName == "" {
+		s.hubName = defaultHubName(s.mqttsAddr)
+	}
 
 	mux := http.NewServeMux()
 	mux.Handle("POST /api/v1/provision", tb)
@@ -361,18 +364,20 @@ func (s *Server) hubs() []allocate.Hub {
 
 // builtinHub is this node's own hub: weight 1, enabled, in --hub-region.
 func (s *Server) builtinHub() allocate.Hub {
-	return allocate.Hub{Name: s.builtinHubName(), Weight: 1, Region: s.hubRegion, Enabled: true}
+	return allocate.Hub{Name: s.hubName, Weight: 1, Region: s.hubRegion, Enabled: true}
 }
 
-func (s *Server) builtinHubName() string {
-	if s.hubName != "" {
-		return s.hubName
-	}
+// builtinHubName is the name devices are given for this node's hub.
+func (s *Server) builtinHubName() string { return s.hubName }
+
+// defaultHubName is the built-in hub's name without --hub-name: this
+// host's name, with the MQTTS port unless it is 8883.
+func defaultHubName(mqtts net.Addr) string {
 	host, err := os.Hostname()
 	if err != nil || !pki.ValidDNSName(host) {
 		host = "localhost"
 	}
-	if a, ok := s.mqttsAddr.(*net.TCPAddr); ok && a.Port != 8883 {
+	if a, ok := mqtts.(*net.TCPAddr); ok && a.Port != 8883 {
 		return net.JoinHostPort(host, strconv.Itoa(a.Port))
 	}
 	return host
